@@ -4,13 +4,19 @@
 //! concatenated into one chunk: one allocation per flush shared by every
 //! listener, so a listener at the head costs one write per flush. A
 //! listener is only a cursor (the index of the next chunk it needs).
+//!
+//! Each chunk is stored already framed as an HTTP/1.1 chunk, so chunked
+//! listeners and close-delimited (HTTP/1.0, Icecast-style) listeners share
+//! the same buffer: the latter get a zero-copy slice of the payload.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
 pub struct Chunk {
-    pub bytes: Bytes,
+    /// `<hex length>\r\n<payload>\r\n`
+    framed: Bytes,
+    payload_start: usize,
     /// Audio duration in the chunk, in 48 kHz samples.
     pub samples: u64,
     /// The chunk carries the end of the stream.
@@ -59,19 +65,17 @@ impl ChunkRing {
         if self.staged.is_empty() {
             return None;
         }
-        let bytes = if self.staged.len() == 1 {
-            self.staged.pop().unwrap_or_default()
-        } else {
-            let len = self.staged.iter().map(Bytes::len).sum();
-            let mut buf = BytesMut::with_capacity(len);
-            for page in self.staged.drain(..) {
-                buf.extend_from_slice(&page);
-            }
-            buf.freeze()
-        };
-        self.staged.clear();
+        let len: usize = self.staged.iter().map(Bytes::len).sum();
+        let prefix = format!("{len:x}\r\n");
+        let mut buf = BytesMut::with_capacity(prefix.len() + len + 2);
+        buf.extend_from_slice(prefix.as_bytes());
+        for page in self.staged.drain(..) {
+            buf.extend_from_slice(&page);
+        }
+        buf.extend_from_slice(b"\r\n");
         self.chunks.push_back(Chunk {
-            bytes,
+            framed: buf.freeze(),
+            payload_start: prefix.len(),
             samples: std::mem::take(&mut self.staged_samples),
             last: std::mem::take(&mut self.staged_last),
         });
@@ -111,16 +115,24 @@ impl ChunkRing {
         start
     }
 
-    /// Appends the chunks from `cursor` to the head to `out` and advances
-    /// the cursor. Pages are shared: this clones reference counts, never bytes.
-    pub fn read(&self, cursor: &mut u64, out: &mut Vec<Bytes>) -> Result<(), Lagged> {
+    /// Appends the chunks from `cursor` to the head to `out` (HTTP-chunk
+    /// framed or bare) and advances the cursor. Pages are shared: this
+    /// clones reference counts, never bytes. Empty chunks are skipped.
+    pub fn read(&self, cursor: &mut u64, out: &mut Vec<Bytes>, framed: bool) -> Result<(), Lagged> {
         if *cursor < self.first {
-            return Err(Lagged {
-                behind_by: self.first - *cursor,
-            });
+            return Err(Lagged { behind_by: self.first - *cursor });
         }
         let from = (*cursor - self.first) as usize;
-        out.extend(self.chunks.iter().skip(from).map(|c| c.bytes.clone()));
+        for c in self.chunks.iter().skip(from) {
+            if c.framed.len() == c.payload_start + 2 {
+                continue;
+            }
+            out.push(if framed {
+                c.framed.clone()
+            } else {
+                c.framed.slice(c.payload_start..c.framed.len() - 2)
+            });
+        }
         *cursor = self.head().max(*cursor);
         Ok(())
     }
@@ -143,12 +155,15 @@ mod tests {
         assert_eq!(ring.flush(), Some(1));
         let mut cursor = 0;
         let mut out = Vec::new();
-        ring.read(&mut cursor, &mut out).unwrap();
+        ring.read(&mut cursor, &mut out, false).unwrap();
         assert_eq!(out, vec![Bytes::from(vec![1, 1, 1, 1, 2, 2, 2, 2])]);
         assert_eq!(cursor, 1);
         out.clear();
-        ring.read(&mut cursor, &mut out).unwrap();
+        ring.read(&mut cursor, &mut out, false).unwrap();
         assert!(out.is_empty());
+        let mut cursor = 0;
+        ring.read(&mut cursor, &mut out, true).unwrap();
+        assert_eq!(&out[0][..], b"8\r\n\x01\x01\x01\x01\x02\x02\x02\x02\r\n");
     }
 
     #[test]
@@ -174,12 +189,9 @@ mod tests {
         assert_eq!(ring.oldest(), 2);
         let mut cursor = 1;
         let mut out = Vec::new();
-        assert_eq!(
-            ring.read(&mut cursor, &mut out),
-            Err(Lagged { behind_by: 1 })
-        );
+        assert_eq!(ring.read(&mut cursor, &mut out, false), Err(Lagged { behind_by: 1 }));
         let mut cursor = 2;
-        ring.read(&mut cursor, &mut out).unwrap();
+        ring.read(&mut cursor, &mut out, false).unwrap();
         assert_eq!(out.len(), 3);
     }
 
@@ -189,8 +201,13 @@ mod tests {
         ring.stage(page(1), 960, false);
         ring.flush();
         assert!(!ring.ended());
-        ring.stage(page(2), 960, true);
+        ring.stage(Bytes::new(), 0, true);
         ring.flush();
         assert!(ring.ended());
+        // the empty end marker writes nothing
+        let (mut cursor, mut out) = (1, Vec::new());
+        ring.read(&mut cursor, &mut out, true).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(cursor, 2);
     }
 }

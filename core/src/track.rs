@@ -28,6 +28,8 @@ pub struct Packet {
 pub struct Group {
     pub index: u64,
     pub packets: Vec<Packet>,
+    /// Granule at the start of the group (end of the previous one).
+    pub start_granule: u64,
     /// Set on the last group of a track that has ended.
     pub last: bool,
 }
@@ -35,6 +37,11 @@ pub struct Group {
 impl Group {
     pub fn end_granule(&self) -> u64 {
         self.packets.last().map_or(0, |p| p.granule)
+    }
+
+    /// Duration of the group in 48 kHz samples.
+    pub fn samples(&self) -> u64 {
+        self.end_granule().saturating_sub(self.start_granule)
     }
 
     pub fn first_seq(&self) -> Option<u64> {
@@ -126,6 +133,7 @@ impl Track {
         }
         let group = Group {
             index: self.position.next_group,
+            start_granule: self.position.granule - self.open_samples,
             packets: std::mem::take(&mut self.open),
             last,
         };
@@ -155,6 +163,8 @@ mod tests {
         assert_eq!(groups[0].index, 0);
         assert_eq!(groups[0].packets.len(), 5);
         assert_eq!(groups[0].end_granule(), 4800);
+        assert_eq!(groups[0].samples(), 4800);
+        assert_eq!(groups[1].start_granule, 4800);
         assert_eq!(groups[1].first_seq(), Some(5));
         assert_eq!(groups[1].end_granule(), 9600);
         assert_eq!(t.open_samples(), 1920);

@@ -158,7 +158,7 @@ pub fn opus_tags(vendor: &str, comments: &[(&str, String)]) -> Bytes {
 pub fn parse_opus_tags(packet: &[u8]) -> Option<Vec<(String, String)>> {
     let rest = packet.strip_prefix(b"OpusTags")?;
     let mut at = 0usize;
-    let mut take_u32 = |at: &mut usize| -> Option<usize> {
+    let take_u32 = |at: &mut usize| -> Option<usize> {
         let v = u32::from_le_bytes(rest.get(*at..*at + 4)?.try_into().ok()?);
         *at += 4;
         Some(v as usize)

@@ -1,0 +1,284 @@
+//! The control plane and everything else served through axum: the JSON
+//! API, replay files, metrics and the embedded web pages.
+
+use crate::app::{now_secs, App, AppError, SpaceEntry};
+use crate::auth::{self, AuthError};
+use crate::recorder::recording_path;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tower::ServiceExt;
+use tribune_core::space::{valid_space_id, SpaceState, Transition};
+use tribune_core::token::{self, parse_ttl, Claims, Role};
+
+type Shared = State<Arc<App>>;
+
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, body: json!({ "error": message.into() }) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let status = match &e {
+            AppError::UnknownSpace(_) => StatusCode::NOT_FOUND,
+            AppError::Transition(_) => StatusCode::CONFLICT,
+            AppError::Storage(_) | AppError::Recording(_) => {
+                tracing::error!(error = %e, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let status = match e {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, format!("invalid JSON body: {}", e.body_text()))
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index_page))
+        .route("/spaces/{id}", get(space_page))
+        .route("/api/spaces", get(list_spaces).post(create_space))
+        .route("/api/spaces/{id}", get(show_space))
+        .route("/api/spaces/{id}/start", post(start_space))
+        .route("/api/spaces/{id}/end", post(end_space))
+        .route("/api/spaces/{id}/tokens", post(mint_token))
+        .route("/spaces/{id}/replay.opus", get(replay))
+        .route("/spaces/{id}/live.opus", get(live_elsewhere))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(app)
+}
+
+fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = auth::token_from_header(value)?;
+    auth::verify(&app.secret, &token, now_secs())
+}
+
+fn entry_or_404(app: &App, id: &str) -> Result<SpaceEntry, ApiError> {
+    app.space(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no space with id {id:?}")))
+}
+
+fn space_json(app: &App, e: &SpaceEntry) -> Value {
+    let base = app.base_url();
+    let id = &e.row.id;
+    let (listeners, peak, source, packets) = match &e.live {
+        Some(l) => (
+            l.listeners.load(Ordering::Relaxed),
+            l.peak_listeners.load(Ordering::Relaxed) as u64,
+            l.source_connected(),
+            l.packets_in.load(Ordering::Relaxed),
+        ),
+        None => (0, e.row.peak_listeners, false, 0),
+    };
+    json!({
+        "id": id,
+        "title": e.row.title,
+        "state": e.row.state,
+        "created_by": e.row.created_by,
+        "created_at": e.row.created_at,
+        "scheduled_at": e.row.scheduled_at,
+        "started_at": e.row.started_at,
+        "ended_at": e.row.ended_at,
+        "listeners": listeners,
+        "peak_listeners": peak,
+        "source_connected": source,
+        "packets": packets,
+        "urls": {
+            "page": format!("{base}/spaces/{id}"),
+            "live": format!("{base}/spaces/{id}/live.opus"),
+            "replay": format!("{base}/spaces/{id}/replay.opus"),
+            "source": format!("{base}/spaces/{id}/source"),
+        },
+    })
+}
+
+async fn list_spaces(State(app): Shared) -> Json<Value> {
+    let spaces: Vec<Value> = app.list().iter().map(|e| space_json(&app, e)).collect();
+    Json(json!({ "spaces": spaces }))
+}
+
+async fn show_space(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let e = entry_or_404(&app, &id)?;
+    Ok(Json(space_json(&app, &e)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSpace {
+    title: String,
+    /// When the space is planned to start (ms since the Unix epoch).
+    scheduled_at: Option<u64>,
+}
+
+async fn create_space(State(app): Shared, headers: HeaderMap, body: Result<Json<CreateSpace>, JsonRejection>) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    if claims.role < Role::Host {
+        return Err(AuthError::Forbidden { action: "creating spaces", role: claims.role, scope: String::new() }.into());
+    }
+    let Json(req) = body?;
+    let title = req.title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "title must be 1 to 200 characters"));
+    }
+    let row = app.create(title, req.scheduled_at, &claims.sub).await?;
+    let entry = SpaceEntry { row, live: None };
+    let mut body = space_json(&app, &entry);
+    // The creator gets a host token for the new space.
+    let host = Claims::new(&claims.sub, Role::Host, Some(&entry.row.id), now_secs(), 7 * 86_400);
+    let host_token = token::sign(&host, &app.secret).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    body["host_token"] = json!(host_token);
+    let location = format!("/api/spaces/{}", entry.row.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+async fn transition(app: Arc<App>, headers: HeaderMap, id: String, t: Transition) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    let action = match t {
+        Transition::Start => "starting this space",
+        Transition::End => "ending this space",
+    };
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Host, action)?;
+    let entry = app.transition(&id, t).await?;
+    tracing::info!(space = %id, identity = %claims.sub, state = %entry.row.state, "space state changed");
+    Ok(Json(space_json(&app, &entry)).into_response())
+}
+
+async fn start_space(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    transition(app, headers, id, Transition::Start).await
+}
+
+async fn end_space(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    transition(app, headers, id, Transition::End).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintToken {
+    role: String,
+    identity: Option<String>,
+    ttl: Option<String>,
+}
+
+async fn mint_token(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<MintToken>, JsonRejection>,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Host, "minting tokens for this space")?;
+    let Json(req) = body?;
+    let role: Role = req.role.parse().map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    if role >= Role::Host && claims.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "only an admin may mint host or admin tokens"));
+    }
+    let ttl = parse_ttl(req.ttl.as_deref().unwrap_or("12h")).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let identity = req.identity.unwrap_or_else(|| role.as_str().to_string());
+    if identity.is_empty() || identity.len() > 100 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "identity must be 1 to 100 bytes"));
+    }
+    let minted = Claims::new(&identity, role, Some(&id), now_secs(), ttl);
+    let token = token::sign(&minted, &app.secret).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(json!({
+        "token": token, "role": role, "space": id, "identity": identity, "expires_at": minted.exp,
+    }))).into_response())
+}
+
+/// The recording, with Range support: complete once the space has ended,
+/// and "from the start" (everything recorded so far) while it is live.
+async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> ApiResult {
+    let e = entry_or_404(&app, &id)?;
+    if e.row.state == SpaceState::Scheduled {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "space has not started: no recording yet"));
+    }
+    if !valid_space_id(&id) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no recording"));
+    }
+    let path = recording_path(&app.cfg.data, &id);
+    if !path.exists() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no audio was recorded in this space"));
+    }
+    let served = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut res = served.map(Body::new);
+    let cache = if e.row.state == SpaceState::Ended { "public, max-age=86400, immutable" } else { "no-cache" };
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if res.status().is_success() {
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
+    }
+    Ok(res)
+}
+
+/// A live stream asked for on a kept-alive connection: send the client to
+/// a fresh connection, where the front door serves it.
+async fn live_elsewhere(Path(id): Path<String>) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("/spaces/{id}/live.opus")), (header::CONNECTION, "close".to_string())],
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+
+async fn index_page() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn space_page(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    entry_or_404(&app, &id)?;
+    Ok(Html(INDEX_HTML).into_response())
+}

@@ -1,0 +1,100 @@
+//! Node configuration: embedded defaults, overridden by a TOML file, then
+//! by command-line flags.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    /// Base URL printed in links; derived from `listen` when unset.
+    pub public_url: Option<String>,
+    /// Listeners this node admits, over all spaces.
+    pub max_listeners: usize,
+    /// How often new audio is written to listeners (latency vs CPU).
+    pub flush_ms: u64,
+    /// Audio sent at once to a new listener so playback starts at once.
+    pub burst_ms: u64,
+    /// Audio kept in memory per space; a listener further behind is cut.
+    pub ring_ms: u64,
+    /// Duration of one group (one Ogg page) of the program track.
+    pub group_ms: u64,
+    /// How often the recorder makes the recording durable.
+    pub fsync_ms: u64,
+    /// A request head must arrive within this time.
+    pub header_timeout_ms: u64,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// A source sending nothing for this long is cut.
+    pub source_stall_ms: u64,
+    /// A listener whose socket accepts nothing for this long is cut.
+    pub slow_listener_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("data"),
+            public_url: None,
+            max_listeners: 15_000,
+            flush_ms: 200,
+            burst_ms: 1_000,
+            ring_ms: 30_000,
+            group_ms: 100,
+            fsync_ms: 500,
+            header_timeout_ms: 10_000,
+            max_header_bytes: 8 * 1024,
+            source_stall_ms: 10_000,
+            slow_listener_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("flush_ms", self.flush_ms),
+            ("group_ms", self.group_ms),
+            ("ring_ms", self.ring_ms),
+            ("fsync_ms", self.fsync_ms),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("source_stall_ms", self.source_stall_ms),
+            ("slow_listener_ms", self.slow_listener_ms),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.ring_ms < self.burst_ms + 2 * self.flush_ms {
+            return Err("ring_ms must hold the burst plus two flushes".into());
+        }
+        if self.max_header_bytes < 512 {
+            return Err("max_header_bytes must be at least 512".into());
+        }
+        Ok(())
+    }
+
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    pub fn group_samples(&self) -> u64 {
+        self.group_ms * tribune_core::SAMPLE_RATE / 1000
+    }
+
+    /// Chunks the ring keeps: one per flush over `ring_ms`.
+    pub fn ring_chunks(&self) -> usize {
+        (self.ring_ms / self.flush_ms).max(4) as usize
+    }
+}

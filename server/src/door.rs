@@ -1,0 +1,169 @@
+//! The front door: every TCP connection starts here.
+//!
+//! The request head is read under a deadline and a size cap before anything
+//! else is allocated. The two hot paths, listening (`live.opus`) and source
+//! ingest, are served directly on the socket like Icecast does (no chunked
+//! encoding, no per-request framework cost; sources may send bodies with no
+//! length at all). Every other request is handed, with the bytes already
+//! read, to hyper and the axum router.
+
+use crate::app::App;
+use crate::http::{error_response, RequestHead};
+use crate::{ingest, listen};
+use axum::Router;
+use bytes::{Buf, Bytes, BytesMut};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let app = app.clone();
+                let router = router.clone();
+                tokio::spawn(async move { connection(app, router, sock, peer).await });
+            }
+            Err(e) => {
+                // Out of file descriptors: back off instead of spinning.
+                metrics::counter!("tribune_accept_errors_total").increment(1);
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+enum Route<'a> {
+    Listen(&'a str),
+    Source(&'a str),
+    Other,
+}
+
+fn route(head: &RequestHead) -> Route<'_> {
+    let Some(rest) = head.path.strip_prefix("/spaces/") else { return Route::Other };
+    let Some((id, leaf)) = rest.split_once('/') else { return Route::Other };
+    match (head.method.as_str(), leaf) {
+        ("GET" | "HEAD", "live.opus") => Route::Listen(id),
+        ("PUT" | "SOURCE", "source") => Route::Source(id),
+        _ => Route::Other,
+    }
+}
+
+async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: SocketAddr) {
+    let _ = sock.set_nodelay(true);
+    let (head, head_len, buf) = match read_head(&app, &mut sock).await {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return,
+        Err((status, message)) => {
+            metrics::counter!("tribune_requests_rejected_total", "reason" => status.to_string()).increment(1);
+            tracing::debug!(%peer, status, message, "request refused at the door");
+            let _ = sock.write_all(&error_response(status, message)).await;
+            let _ = sock.shutdown().await;
+            return;
+        }
+    };
+    match route(&head) {
+        Route::Listen(id) => {
+            let id = id.to_string();
+            listen::serve(&app, sock, &head, &id, peer).await
+        }
+        Route::Source(id) => {
+            let id = id.to_string();
+            let mut body = buf;
+            body.advance(head_len);
+            ingest::serve(&app, sock, &head, &id, body, peer).await
+        }
+        Route::Other => {
+            let io = Prefixed { prefix: buf.freeze(), inner: sock };
+            let service = TowerToHyperService::new(router);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
+                .max_buf_size(app.cfg.max_header_bytes.max(8192))
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+    }
+}
+
+type HeadResult = Result<Option<(RequestHead, usize, BytesMut)>, (u16, &'static str)>;
+
+/// Reads and parses the request head. `Ok(None)`: the peer left silently.
+async fn read_head(app: &App, sock: &mut TcpStream) -> HeadResult {
+    let limit = app.cfg.max_header_bytes;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.header_timeout_ms);
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let read = tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return Err((408, "request head not received in time")),
+            Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let head = RequestHead::from_parsed(&req).ok_or((400, "malformed request line"))?;
+                return Ok(Some((head, len, buf)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() >= limit => {
+                return Err((431, "request head too large"));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err((431, "too many request headers")),
+            Err(_) => return Err((400, "malformed HTTP request")),
+        }
+    }
+}
+
+/// A socket whose first bytes were already read by the door.
+struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

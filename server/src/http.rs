@@ -1,0 +1,237 @@
+//! The HTTP pieces the front door handles itself: the request head, raw
+//! responses, and request-body framing (length, chunked, or until close).
+
+use bytes::{Buf, BytesMut};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    /// HTTP minor version: 1.0 clients get close-delimited bodies.
+    pub minor: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    pub fn from_parsed(req: &httparse::Request<'_, '_>) -> Option<RequestHead> {
+        let target = req.path?;
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        Some(RequestHead {
+            method: req.method?.to_string(),
+            path: path.to_string(),
+            minor: req.version?,
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// A complete response with a JSON body; the connection is closed after it.
+pub fn json_response(status: u16, extra: &[(&str, String)], body: &Value) -> Vec<u8> {
+    let body = body.to_string();
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    out.push_str("Content-Type: application/json\r\n");
+    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    out.push_str("Connection: close\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n");
+    for (k, v) in extra {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+pub fn error_response(status: u16, message: &str) -> Vec<u8> {
+    json_response(status, &[], &serde_json::json!({ "error": message }))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    Chunked(&'static str),
+}
+
+/// How a request body ends.
+#[derive(Debug)]
+pub enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Icecast sources (and ffmpeg's `icecast://`) send no length: the
+    /// body runs until the connection closes.
+    UntilClose,
+}
+
+impl BodyFraming {
+    pub fn of(head: &RequestHead) -> Result<BodyFraming, String> {
+        if let Some(te) = head.header("transfer-encoding") {
+            if te.trim().eq_ignore_ascii_case("chunked") {
+                return Ok(BodyFraming::Chunked(ChunkedDecoder::default()));
+            }
+            return Err(format!("unsupported Transfer-Encoding {te:?}"));
+        }
+        if let Some(len) = head.header("content-length") {
+            return len
+                .trim()
+                .parse()
+                .map(BodyFraming::Length)
+                .map_err(|_| format!("invalid Content-Length {len:?}"));
+        }
+        Ok(BodyFraming::UntilClose)
+    }
+
+    /// Moves the body bytes available in `input` to `out`. Returns true
+    /// when the body is complete.
+    pub fn decode(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Result<bool, BodyError> {
+        match self {
+            BodyFraming::Length(left) => {
+                let n = (*left).min(input.len() as u64) as usize;
+                out.extend_from_slice(&input[..n]);
+                input.advance(n);
+                *left -= n as u64;
+                Ok(*left == 0)
+            }
+            BodyFraming::Chunked(d) => d.decode(input, out),
+            BodyFraming::UntilClose => {
+                out.extend_from_slice(input);
+                input.clear();
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn decode(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Result<bool, BodyError> {
+        loop {
+            match self.state {
+                ChunkState::Size => match httparse::parse_chunk_size(input) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        input.advance(used);
+                        self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if input.len() > 1024 {
+                            return Err(BodyError::Chunked("chunk size line too long"));
+                        }
+                        return Ok(false);
+                    }
+                    Err(_) => return Err(BodyError::Chunked("invalid chunk size")),
+                },
+                ChunkState::Data(left) => {
+                    if input.is_empty() {
+                        return Ok(false);
+                    }
+                    let n = left.min(input.len() as u64) as usize;
+                    out.extend_from_slice(&input[..n]);
+                    input.advance(n);
+                    self.state = if left == n as u64 { ChunkState::DataEnd } else { ChunkState::Data(left - n as u64) };
+                }
+                ChunkState::DataEnd => {
+                    if input.len() < 2 {
+                        return Ok(false);
+                    }
+                    if &input[..2] != b"\r\n" {
+                        return Err(BodyError::Chunked("chunk not followed by CRLF"));
+                    }
+                    input.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    // trailers are ignored; the body ends at an empty line
+                    let Some(end) = input.windows(2).position(|w| w == b"\r\n") else {
+                        if input.len() > 8192 {
+                            return Err(BodyError::Chunked("trailers too long"));
+                        }
+                        return Ok(false);
+                    };
+                    input.advance(end + 2);
+                    if end == 0 {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Ok(true),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for step in 1..wire.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut input = BytesMut::new();
+            let mut out = Vec::new();
+            let mut done = false;
+            for piece in wire.chunks(step) {
+                input.extend_from_slice(piece);
+                done = d.decode(&mut input, &mut out).unwrap();
+            }
+            assert!(done, "step {step}");
+            assert_eq!(out, b"hello, world");
+        }
+        let mut d = ChunkedDecoder::default();
+        let mut input = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(d.decode(&mut input, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn length_framing_stops_at_the_length() {
+        let mut f = BodyFraming::Length(3);
+        let mut input = BytesMut::from(&b"abcdef"[..]);
+        let mut out = Vec::new();
+        assert_eq!(f.decode(&mut input, &mut out), Ok(true));
+        assert_eq!(out, b"abc");
+        assert_eq!(&input[..], b"def");
+    }
+}

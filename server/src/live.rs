@@ -1,0 +1,231 @@
+//! A live space: the program track, its packaged pages in the fan-out
+//! ring, the recorder, and the flush clock that wakes listeners.
+
+use crate::config::Config;
+use crate::recorder::{self, RecorderHandle};
+use bytes::{Bytes, BytesMut};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tribune_core::fanout::ChunkRing;
+use tribune_core::space::stream_serial;
+use tribune_core::track::{Group, Track};
+use tribune_core::SAMPLE_RATE;
+use tribune_media::demux::SourcePacket;
+use tribune_media::package::{group_page, header_pages};
+
+struct TrackState {
+    track: Track,
+    /// Wall clock of granule 0 for the current source session.
+    epoch_ms: Option<u64>,
+    headers: Option<Bytes>,
+    recording_has_headers: bool,
+    finished: bool,
+}
+
+pub struct LiveSpace {
+    pub id: String,
+    pub title: String,
+    serial: u32,
+    state: Mutex<TrackState>,
+    pub ring: RwLock<ChunkRing>,
+    head_tx: watch::Sender<u64>,
+    recorder: RecorderHandle,
+    source_active: AtomicBool,
+    /// Set when the space ends: sources stop, listeners drain and close.
+    ending: watch::Sender<bool>,
+    pub listeners: AtomicUsize,
+    pub peak_listeners: AtomicUsize,
+    pub packets_in: AtomicU64,
+    pub source_sessions: AtomicU64,
+    packets_metric: metrics::Counter,
+}
+
+/// Held while a source is connected; frees the slot when dropped.
+pub struct SourceSlot {
+    live: Arc<LiveSpace>,
+    new_session: bool,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        self.live.source_active.store(false, Ordering::Release);
+    }
+}
+
+impl SourceSlot {
+    pub fn push(&mut self, packets: &[SourcePacket], now_ms: u64) {
+        self.live.push(packets, now_ms, std::mem::take(&mut self.new_session));
+    }
+}
+
+impl LiveSpace {
+    /// Opens the space's recording (recovering it after a crash) and starts
+    /// the flush clock. `peak` restores the peak listener count.
+    pub fn open(cfg: &Config, data: &Path, id: &str, title: &str, peak: u64) -> std::io::Result<Arc<LiveSpace>> {
+        let path = recorder::recording_path(data, id);
+        let (file, recovered) = recorder::open_recovering(&path)?;
+        if recovered.audio_pages > 0 {
+            tracing::info!(space = id, pages = recovered.audio_pages, seq = recovered.position.next_seq,
+                "resuming program track from its recording");
+        }
+        let recorder = recorder::spawn(id.to_string(), file, Duration::from_millis(cfg.fsync_ms));
+        let (head_tx, _) = watch::channel(0);
+        let (ending, _) = watch::channel(false);
+        let live = Arc::new(LiveSpace {
+            id: id.to_string(),
+            title: title.to_string(),
+            serial: stream_serial(id),
+            state: Mutex::new(TrackState {
+                track: Track::resume(cfg.group_samples(), recovered.position),
+                epoch_ms: recovered.epoch_ms,
+                headers: None,
+                recording_has_headers: recovered.has_headers,
+                finished: recovered.ended,
+            }),
+            ring: RwLock::new(ChunkRing::new(cfg.ring_chunks())),
+            head_tx,
+            recorder,
+            source_active: AtomicBool::new(false),
+            ending,
+            listeners: AtomicUsize::new(0),
+            peak_listeners: AtomicUsize::new(peak as usize),
+            packets_in: AtomicU64::new(recovered.position.next_seq),
+            source_sessions: AtomicU64::new(0),
+            packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
+        });
+        tokio::spawn(flush_clock(Arc::downgrade(&live), Duration::from_millis(cfg.flush_ms)));
+        Ok(live)
+    }
+
+    /// Claims the single source slot, or `None` when a source is connected.
+    pub fn claim_source(self: &Arc<Self>) -> Option<SourceSlot> {
+        if self.is_ending() {
+            return None;
+        }
+        self.source_active
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.source_sessions.fetch_add(1, Ordering::Relaxed);
+        Some(SourceSlot { live: self.clone(), new_session: true })
+    }
+
+    pub fn source_connected(&self) -> bool {
+        self.source_active.load(Ordering::Acquire)
+    }
+
+    pub fn is_ending(&self) -> bool {
+        *self.ending.borrow()
+    }
+
+    pub fn subscribe_ending(&self) -> watch::Receiver<bool> {
+        self.ending.subscribe()
+    }
+
+    pub fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.head_tx.subscribe()
+    }
+
+    /// The Ogg header pages for a listener joining now, once audio exists.
+    pub fn headers(&self) -> Option<Bytes> {
+        self.lock_state().headers.clone()
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, TrackState> {
+        // a panic elsewhere must not take the space down with it
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
+        if packets.is_empty() {
+            return;
+        }
+        let mut st = self.lock_state();
+        if st.finished {
+            return;
+        }
+        if new_session || st.epoch_ms.is_none() {
+            // Anchor the wall clock so OpusTags lets clients compute latency.
+            let granule = st.track.position().granule;
+            let epoch = now_ms.saturating_sub(granule * 1000 / SAMPLE_RATE);
+            st.epoch_ms = Some(epoch);
+            st.headers = Some(header_pages(self.serial, &self.title, epoch));
+        }
+        if !st.recording_has_headers {
+            if let Some(h) = st.headers.clone() {
+                self.recorder.append(h);
+            }
+            st.recording_has_headers = true;
+        }
+        let mut closed: Vec<Group> = Vec::new();
+        for p in packets {
+            closed.extend(st.track.push(p.data.clone(), p.duration, now_ms));
+        }
+        self.packets_in.fetch_add(packets.len() as u64, Ordering::Relaxed);
+        self.packets_metric.increment(packets.len() as u64);
+        self.publish(&closed);
+    }
+
+    fn publish(&self, groups: &[Group]) {
+        if groups.is_empty() {
+            return;
+        }
+        let mut for_recorder = BytesMut::new();
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        for g in groups {
+            let page = group_page(self.serial, g);
+            for_recorder.extend_from_slice(&page);
+            ring.stage(page, g.samples(), g.last);
+        }
+        drop(ring);
+        self.recorder.append(for_recorder.freeze());
+    }
+
+    /// Ends the program: the partial group becomes the last page, listeners
+    /// get everything and are closed, the recording is made durable.
+    pub async fn finish(&self) -> std::io::Result<u64> {
+        self.ending.send_replace(true);
+        let last = {
+            let mut st = self.lock_state();
+            st.finished = true;
+            st.track.finish()
+        };
+        match last {
+            Some(g) => self.publish(&[g]),
+            None => self.ring.write().unwrap_or_else(|e| e.into_inner()).stage(Bytes::new(), 0, true),
+        }
+        self.flush();
+        self.recorder.finish().await
+    }
+
+    fn flush(&self) -> bool {
+        let head = self.ring.write().unwrap_or_else(|e| e.into_inner()).flush();
+        if let Some(head) = head {
+            self.head_tx.send_replace(head);
+        }
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).ended()
+    }
+}
+
+/// One wake-up per flush for all listeners of the space, and none when
+/// nothing new was produced.
+async fn flush_clock(live: std::sync::Weak<LiveSpace>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(live) = live.upgrade() else { return };
+        if live.flush() {
+            return;
+        }
+    }
+}
+
+impl LiveSpace {
+    /// The recording already holds its end-of-stream page.
+    pub fn recorded_end(&self) -> bool {
+        self.lock_state().finished
+    }
+}
