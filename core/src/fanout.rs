@@ -120,7 +120,9 @@ impl ChunkRing {
     /// clones reference counts, never bytes. Empty chunks are skipped.
     pub fn read(&self, cursor: &mut u64, out: &mut Vec<Bytes>, framed: bool) -> Result<(), Lagged> {
         if *cursor < self.first {
-            return Err(Lagged { behind_by: self.first - *cursor });
+            return Err(Lagged {
+                behind_by: self.first - *cursor,
+            });
         }
         let from = (*cursor - self.first) as usize;
         for c in self.chunks.iter().skip(from) {
@@ -189,7 +191,10 @@ mod tests {
         assert_eq!(ring.oldest(), 2);
         let mut cursor = 1;
         let mut out = Vec::new();
-        assert_eq!(ring.read(&mut cursor, &mut out, false), Err(Lagged { behind_by: 1 }));
+        assert_eq!(
+            ring.read(&mut cursor, &mut out, false),
+            Err(Lagged { behind_by: 1 })
+        );
         let mut cursor = 2;
         ring.read(&mut cursor, &mut out, false).unwrap();
         assert_eq!(out.len(), 3);

@@ -28,7 +28,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, body: json!({ "error": message.into() }) }
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
     }
 }
 
@@ -89,7 +92,9 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let token = auth::token_from_header(value)?;
     auth::verify(&app.secret, &token, now_secs())
 }
@@ -151,25 +156,49 @@ struct CreateSpace {
     scheduled_at: Option<u64>,
 }
 
-async fn create_space(State(app): Shared, headers: HeaderMap, body: Result<Json<CreateSpace>, JsonRejection>) -> ApiResult {
+async fn create_space(
+    State(app): Shared,
+    headers: HeaderMap,
+    body: Result<Json<CreateSpace>, JsonRejection>,
+) -> ApiResult {
     let claims = bearer(&app, &headers)?;
     if claims.role < Role::Host {
-        return Err(AuthError::Forbidden { action: "creating spaces", role: claims.role, scope: String::new() }.into());
+        return Err(AuthError::Forbidden {
+            action: "creating spaces",
+            role: claims.role,
+            scope: String::new(),
+        }
+        .into());
     }
     let Json(req) = body?;
     let title = req.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "title must be 1 to 200 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "title must be 1 to 200 characters",
+        ));
     }
     let row = app.create(title, req.scheduled_at, &claims.sub).await?;
     let entry = SpaceEntry { row, live: None };
     let mut body = space_json(&app, &entry);
     // The creator gets a host token for the new space.
-    let host = Claims::new(&claims.sub, Role::Host, Some(&entry.row.id), now_secs(), 7 * 86_400);
-    let host_token = token::sign(&host, &app.secret).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let host = Claims::new(
+        &claims.sub,
+        Role::Host,
+        Some(&entry.row.id),
+        now_secs(),
+        7 * 86_400,
+    );
+    let host_token = token::sign(&host, &app.secret)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     body["host_token"] = json!(host_token);
     let location = format!("/api/spaces/{}", entry.row.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
 async fn transition(app: Arc<App>, headers: HeaderMap, id: String, t: Transition) -> ApiResult {
@@ -211,17 +240,28 @@ async fn mint_token(
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "minting tokens for this space")?;
     let Json(req) = body?;
-    let role: Role = req.role.parse().map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     if role >= Role::Host && claims.role != Role::Admin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "only an admin may mint host or admin tokens"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only an admin may mint host or admin tokens",
+        ));
     }
-    let ttl = parse_ttl(req.ttl.as_deref().unwrap_or("12h")).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let ttl = parse_ttl(req.ttl.as_deref().unwrap_or("12h"))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let identity = req.identity.unwrap_or_else(|| role.as_str().to_string());
     if identity.is_empty() || identity.len() > 100 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "identity must be 1 to 100 bytes"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "identity must be 1 to 100 bytes",
+        ));
     }
     let minted = Claims::new(&identity, role, Some(&id), now_secs(), ttl);
-    let token = token::sign(&minted, &app.secret).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let token = token::sign(&minted, &app.secret)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({
         "token": token, "role": role, "space": id, "identity": identity, "expires_at": minted.exp,
     }))).into_response())
@@ -232,24 +272,36 @@ async fn mint_token(
 async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> ApiResult {
     let e = entry_or_404(&app, &id)?;
     if e.row.state == SpaceState::Scheduled {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "space has not started: no recording yet"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "space has not started: no recording yet",
+        ));
     }
     if !valid_space_id(&id) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no recording"));
     }
     let path = recording_path(&app.cfg.data, &id);
-    if !path.exists() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no audio was recorded in this space"));
+    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no audio was recorded in this space",
+        ));
     }
     let served = tower_http::services::ServeFile::new(path)
         .oneshot(req)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut res = served.map(Body::new);
-    let cache = if e.row.state == SpaceState::Ended { "public, max-age=86400, immutable" } else { "no-cache" };
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    let cache = if e.row.state == SpaceState::Ended {
+        "public, max-age=86400, immutable"
+    } else {
+        "no-cache"
+    };
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if res.status().is_success() {
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
     }
     Ok(res)
 }
@@ -259,7 +311,10 @@ async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> Api
 async fn live_elsewhere(Path(id): Path<String>) -> Response {
     (
         StatusCode::TEMPORARY_REDIRECT,
-        [(header::LOCATION, format!("/spaces/{id}/live.opus")), (header::CONNECTION, "close".to_string())],
+        [
+            (header::LOCATION, format!("/spaces/{id}/live.opus")),
+            (header::CONNECTION, "close".to_string()),
+        ],
     )
         .into_response()
 }

@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tribune_core::space::{SpaceState, Transition};
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn now_secs() -> u64 {
@@ -66,7 +68,8 @@ impl App {
         for mut row in store.all().await? {
             let mut live = None;
             if row.state == SpaceState::Live {
-                let hub = LiveSpace::open(&cfg, &cfg.data, &row.id, &row.title, row.peak_listeners)?;
+                let hub =
+                    LiveSpace::open(&cfg, &cfg.data, &row.id, &row.title, row.peak_listeners)?;
                 if hub.recorded_end() {
                     // the end reached the recording but not the database
                     hub.finish().await?;
@@ -96,17 +99,31 @@ impl App {
     }
 
     pub fn space(&self, id: &str) -> Option<SpaceEntry> {
-        self.spaces.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.spaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<SpaceEntry> {
-        let mut all: Vec<SpaceEntry> =
-            self.spaces.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut all: Vec<SpaceEntry> = self
+            .spaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| b.row.created_at.cmp(&a.row.created_at));
         all
     }
 
-    pub async fn create(&self, title: &str, scheduled_at: Option<u64>, created_by: &str) -> Result<SpaceRow, AppError> {
+    pub async fn create(
+        &self,
+        title: &str,
+        scheduled_at: Option<u64>,
+        created_by: &str,
+    ) -> Result<SpaceRow, AppError> {
         let row = SpaceRow {
             id: new_space_id(),
             title: title.to_string(),
@@ -122,13 +139,21 @@ impl App {
         self.spaces
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(row.id.clone(), SpaceEntry { row: row.clone(), live: None });
+            .insert(
+                row.id.clone(),
+                SpaceEntry {
+                    row: row.clone(),
+                    live: None,
+                },
+            );
         Ok(row)
     }
 
     pub async fn transition(&self, id: &str, t: Transition) -> Result<SpaceEntry, AppError> {
         let _serial = self.transitions.lock().await;
-        let mut entry = self.space(id).ok_or_else(|| AppError::UnknownSpace(id.to_string()))?;
+        let mut entry = self
+            .space(id)
+            .ok_or_else(|| AppError::UnknownSpace(id.to_string()))?;
         let next = entry.row.state.apply(t)?;
         match t {
             Transition::Start => {
@@ -140,7 +165,11 @@ impl App {
                 if let Some(live) = entry.live.take() {
                     let bytes = live.finish().await?;
                     entry.row.peak_listeners = live.peak_listeners.load(Ordering::Relaxed) as u64;
-                    tracing::info!(space = id, recording_bytes = bytes, "space ended; recording complete");
+                    tracing::info!(
+                        space = id,
+                        recording_bytes = bytes,
+                        "space ended; recording complete"
+                    );
                 }
                 entry.row.ended_at = Some(now_ms());
             }
@@ -159,5 +188,7 @@ impl App {
 fn new_space_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::rng();
-    (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }

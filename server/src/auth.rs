@@ -36,7 +36,11 @@ pub fn load_or_create_secret(data: &Path) -> std::io::Result<(Vec<u8>, bool)> {
 pub fn load_secret(data: &Path) -> Result<Vec<u8>, String> {
     let path = secret_path(data);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!("cannot read {}: {e} (run `tribune serve --data {}` once to create it)", path.display(), data.display())
+        format!(
+            "cannot read {}: {e} (run `tribune serve --data {}` once to create it)",
+            path.display(),
+            data.display()
+        )
     })?;
     decode_secret(&text, &path).map_err(|e| e.to_string())
 }
@@ -45,13 +49,19 @@ fn decode_secret(text: &str, path: &Path) -> std::io::Result<Vec<u8>> {
     let text = text.trim();
     let bytes: Option<Vec<u8>> = (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     match bytes {
         Some(b) if b.len() >= 16 => Ok(b),
         _ => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} is not a hex secret of at least 16 bytes", path.display()),
+            format!(
+                "{} is not a hex secret of at least 16 bytes",
+                path.display()
+            ),
         )),
     }
 }
@@ -65,7 +75,11 @@ pub enum AuthError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("this token does not allow {action} (role {role}{scope})")]
-    Forbidden { action: &'static str, role: Role, scope: String },
+    Forbidden {
+        action: &'static str,
+        role: Role,
+        scope: String,
+    },
 }
 
 impl AuthError {
@@ -101,14 +115,23 @@ pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, AuthE
 }
 
 /// Checks that `claims` may do `action` in `space_id` with at least `role`.
-pub fn require(claims: &Claims, space_id: &str, role: Role, action: &'static str) -> Result<(), AuthError> {
+pub fn require(
+    claims: &Claims,
+    space_id: &str,
+    role: Role,
+    action: &'static str,
+) -> Result<(), AuthError> {
     if claims.allows(space_id, role) {
         Ok(())
     } else {
         Err(AuthError::Forbidden {
             action,
             role: claims.role,
-            scope: claims.space.as_deref().map(|s| format!(", space {s}")).unwrap_or_default(),
+            scope: claims
+                .space
+                .as_deref()
+                .map(|s| format!(", space {s}"))
+                .unwrap_or_default(),
         })
     }
 }
@@ -119,11 +142,23 @@ mod tests {
 
     #[test]
     fn credentials_from_bearer_and_basic() {
-        assert_eq!(token_from_header(Some("Bearer abc.def")), Ok("abc.def".into()));
+        assert_eq!(
+            token_from_header(Some("Bearer abc.def")),
+            Ok("abc.def".into())
+        );
         // "source:tok" in base64
-        assert_eq!(token_from_header(Some("Basic c291cmNlOnRvaw==")), Ok("tok".into()));
+        assert_eq!(
+            token_from_header(Some("Basic c291cmNlOnRvaw==")),
+            Ok("tok".into())
+        );
         assert_eq!(token_from_header(None), Err(AuthError::Missing));
-        assert_eq!(token_from_header(Some("Digest x")), Err(AuthError::BadScheme));
-        assert_eq!(token_from_header(Some("Basic !!!")), Err(AuthError::BadScheme));
+        assert_eq!(
+            token_from_header(Some("Digest x")),
+            Err(AuthError::BadScheme)
+        );
+        assert_eq!(
+            token_from_header(Some("Basic !!!")),
+            Err(AuthError::BadScheme)
+        );
     }
 }

@@ -86,7 +86,9 @@ impl Config {
     }
 
     pub fn base_url(&self, bound: SocketAddr) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     pub fn group_samples(&self) -> u64 {

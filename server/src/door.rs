@@ -48,8 +48,12 @@ enum Route<'a> {
 }
 
 fn route(head: &RequestHead) -> Route<'_> {
-    let Some(rest) = head.path.strip_prefix("/spaces/") else { return Route::Other };
-    let Some((id, leaf)) = rest.split_once('/') else { return Route::Other };
+    let Some(rest) = head.path.strip_prefix("/spaces/") else {
+        return Route::Other;
+    };
+    let Some((id, leaf)) = rest.split_once('/') else {
+        return Route::Other;
+    };
     match (head.method.as_str(), leaf) {
         ("GET" | "HEAD", "live.opus") => Route::Listen(id),
         ("PUT" | "SOURCE", "source") => Route::Source(id),
@@ -63,7 +67,8 @@ async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: So
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
         Err((status, message)) => {
-            metrics::counter!("tribune_requests_rejected_total", "reason" => status.to_string()).increment(1);
+            metrics::counter!("tribune_requests_rejected_total", "reason" => status.to_string())
+                .increment(1);
             tracing::debug!(%peer, status, message, "request refused at the door");
             let _ = sock.write_all(&error_response(status, message)).await;
             let _ = sock.shutdown().await;
@@ -82,7 +87,10 @@ async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: So
             ingest::serve(&app, sock, &head, &id, body, peer).await
         }
         Route::Other => {
-            let io = Prefixed { prefix: buf.freeze(), inner: sock };
+            let io = Prefixed {
+                prefix: buf.freeze(),
+                inner: sock,
+            };
             let service = TowerToHyperService::new(router);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -135,7 +143,11 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -147,7 +159,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(

@@ -24,13 +24,21 @@ impl RequestHead {
             headers: req
                 .headers
                 .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect(),
         })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -64,7 +72,9 @@ pub fn json_response(status: u16, extra: &[(&str, String)], body: &Value) -> Vec
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     out.push_str("Content-Type: application/json\r\n");
     out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    out.push_str("Connection: close\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n");
+    out.push_str(
+        "Connection: close\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n",
+    );
     for (k, v) in extra {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -153,7 +163,11 @@ impl ChunkedDecoder {
                 ChunkState::Size => match httparse::parse_chunk_size(input) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         input.advance(used);
-                        self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                        self.state = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
                     }
                     Ok(httparse::Status::Partial) => {
                         if input.len() > 1024 {
@@ -170,7 +184,11 @@ impl ChunkedDecoder {
                     let n = left.min(input.len() as u64) as usize;
                     out.extend_from_slice(&input[..n]);
                     input.advance(n);
-                    self.state = if left == n as u64 { ChunkState::DataEnd } else { ChunkState::Data(left - n as u64) };
+                    self.state = if left == n as u64 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n as u64)
+                    };
                 }
                 ChunkState::DataEnd => {
                     if input.len() < 2 {

@@ -16,32 +16,62 @@ use tribune_core::space::SpaceState;
 use tribune_core::token::Role;
 use tribune_media::demux::Demuxer;
 
-async fn refuse(sock: &mut TcpStream, status: u16, message: &str, reason: &'static str, extra: &[(&str, String)]) {
+async fn refuse(
+    sock: &mut TcpStream,
+    status: u16,
+    message: &str,
+    reason: &'static str,
+    extra: &[(&str, String)],
+) {
     metrics::counter!("tribune_source_rejects_total", "reason" => reason).increment(1);
     tracing::info!(status, reason, message, "source refused");
-    let _ = sock.write_all(&json_response(status, extra, &json!({ "error": message }))).await;
+    let _ = sock
+        .write_all(&json_response(status, extra, &json!({ "error": message })))
+        .await;
     let _ = sock.shutdown().await;
 }
 
-pub async fn serve(app: &Arc<App>, mut sock: TcpStream, head: &RequestHead, id: &str, mut buf: BytesMut, peer: SocketAddr) {
+pub async fn serve(
+    app: &Arc<App>,
+    mut sock: TcpStream,
+    head: &RequestHead,
+    id: &str,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+) {
     let claims = auth::token_from_header(head.header("authorization"))
         .and_then(|t| auth::verify(&app.secret, &t, now_secs()))
-        .and_then(|c| auth::require(&c, id, Role::Speaker, "publishing a source to this space").map(|_| c));
+        .and_then(|c| {
+            auth::require(&c, id, Role::Speaker, "publishing a source to this space").map(|_| c)
+        });
     let claims = match claims {
         Ok(c) => c,
         Err(e) => {
             let challenge = [("WWW-Authenticate", "Basic realm=\"tribune\"".to_string())];
-            let extra: &[(&str, String)] = if matches!(e, AuthError::Forbidden { .. }) { &[] } else { &challenge };
+            let extra: &[(&str, String)] = if matches!(e, AuthError::Forbidden { .. }) {
+                &[]
+            } else {
+                &challenge
+            };
             return refuse(&mut sock, e.status(), &e.to_string(), "auth", extra).await;
         }
     };
     let Some(entry) = app.space(id) else {
-        return refuse(&mut sock, 404, &format!("no space with id {id:?}"), "unknown_space", &[]).await;
+        return refuse(
+            &mut sock,
+            404,
+            &format!("no space with id {id:?}"),
+            "unknown_space",
+            &[],
+        )
+        .await;
     };
     let live = match (entry.row.state, entry.live) {
         (SpaceState::Live, Some(live)) => live,
         (SpaceState::Scheduled, _) => {
-            let msg = format!("space is scheduled, not live: start it first (POST /api/spaces/{id}/start)");
+            let msg = format!(
+                "space is scheduled, not live: start it first (POST /api/spaces/{id}/start)"
+            );
             return refuse(&mut sock, 409, &msg, "not_live", &[]).await;
         }
         _ => return refuse(&mut sock, 410, "space has ended", "ended", &[]).await,
@@ -51,7 +81,11 @@ pub async fn serve(app: &Arc<App>, mut sock: TcpStream, head: &RequestHead, id: 
         Err(msg) => return refuse(&mut sock, 400, &msg, "framing", &[]).await,
     };
     let Some(mut slot) = live.claim_source() else {
-        let msg = if live.is_ending() { "space is ending" } else { "another source is already connected to this space" };
+        let msg = if live.is_ending() {
+            "space is ending"
+        } else {
+            "another source is already connected to this space"
+        };
         return refuse(&mut sock, 409, msg, "source_busy", &[]).await;
     };
     tracing::info!(%peer, space = id, identity = %claims.sub, method = %head.method, "source connected");
@@ -61,8 +95,13 @@ pub async fn serve(app: &Arc<App>, mut sock: TcpStream, head: &RequestHead, id: 
     let mut answered = false;
     if head.method == "SOURCE" {
         answered = sock.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await.is_ok();
-    } else if head.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        && sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+    } else if head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        && sock
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
     {
         return;
     }

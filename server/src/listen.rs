@@ -50,11 +50,18 @@ impl Drop for Admitted<'_> {
         self.app.listeners.fetch_sub(1, Ordering::AcqRel);
         let now = self.live.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!("tribune_listeners", "space" => self.live.id.clone()).set(now as f64);
-        metrics::counter!("tribune_listener_disconnects_total", "reason" => self.leave.as_str()).increment(1);
+        metrics::counter!("tribune_listener_disconnects_total", "reason" => self.leave.as_str())
+            .increment(1);
     }
 }
 
-async fn refuse(sock: &mut TcpStream, status: u16, extra: &[(&str, String)], body: serde_json::Value, why: &'static str) {
+async fn refuse(
+    sock: &mut TcpStream,
+    status: u16,
+    extra: &[(&str, String)],
+    body: serde_json::Value,
+    why: &'static str,
+) {
     metrics::counter!("tribune_listener_rejects_total", "reason" => why).increment(1);
     let _ = sock.write_all(&json_response(status, extra, &body)).await;
     let _ = sock.shutdown().await;
@@ -65,27 +72,57 @@ fn jittered_retry(base_secs: u64) -> u64 {
     base_secs + rand::rng().random_range(0..=base_secs.max(1))
 }
 
-pub async fn serve(app: &Arc<App>, mut sock: TcpStream, head: &RequestHead, id: &str, peer: SocketAddr) {
+pub async fn serve(
+    app: &Arc<App>,
+    mut sock: TcpStream,
+    head: &RequestHead,
+    id: &str,
+    peer: SocketAddr,
+) {
     let Some(entry) = app.space(id) else {
-        return refuse(&mut sock, 404, &[], json!({"error": format!("no space with id {id:?}")}), "unknown_space").await;
+        return refuse(
+            &mut sock,
+            404,
+            &[],
+            json!({"error": format!("no space with id {id:?}")}),
+            "unknown_space",
+        )
+        .await;
     };
     let base = app.base_url();
     let live = match (entry.row.state, entry.live) {
         (SpaceState::Scheduled, _) => {
-            let wait = entry.row.scheduled_at.map_or(30, |at| (at.saturating_sub(now_ms()) / 1000).clamp(5, 300));
+            let wait = entry
+                .row
+                .scheduled_at
+                .map_or(30, |at| (at.saturating_sub(now_ms()) / 1000).clamp(5, 300));
             let body = json!({
                 "error": "space has not started yet",
                 "state": "scheduled",
                 "scheduled_at": entry.row.scheduled_at,
                 "page": format!("{base}/spaces/{id}"),
             });
-            return refuse(&mut sock, 503, &[("Retry-After", wait.to_string())], body, "not_live").await;
+            return refuse(
+                &mut sock,
+                503,
+                &[("Retry-After", wait.to_string())],
+                body,
+                "not_live",
+            )
+            .await;
         }
         (SpaceState::Live, Some(live)) => live,
         _ => {
             let replay = format!("{base}/spaces/{id}/replay.opus");
             let body = json!({"error": "space has ended; the recording is available", "state": "ended", "replay": replay});
-            return refuse(&mut sock, 410, &[("Link", format!("<{replay}>; rel=\"alternate\""))], body, "ended").await;
+            return refuse(
+                &mut sock,
+                410,
+                &[("Link", format!("<{replay}>; rel=\"alternate\""))],
+                body,
+                "ended",
+            )
+            .await;
         }
     };
     if app.listeners.fetch_add(1, Ordering::AcqRel) >= app.cfg.max_listeners {
@@ -96,13 +133,24 @@ pub async fn serve(app: &Arc<App>, mut sock: TcpStream, head: &RequestHead, id: 
             "retry_after": retry,
             "replay": format!("{base}/spaces/{id}/replay.opus"),
         });
-        return refuse(&mut sock, 503, &[("Retry-After", retry.to_string())], body, "capacity").await;
+        return refuse(
+            &mut sock,
+            503,
+            &[("Retry-After", retry.to_string())],
+            body,
+            "capacity",
+        )
+        .await;
     }
     let count = live.listeners.fetch_add(1, Ordering::AcqRel) + 1;
     live.peak_listeners.fetch_max(count, Ordering::AcqRel);
     metrics::gauge!("tribune_listeners", "space" => id.to_string()).set(count as f64);
     metrics::counter!("tribune_listener_joins_total", "space" => id.to_string()).increment(1);
-    let mut admitted = Admitted { app, live: live.clone(), leave: Leave::ClientClosed };
+    let mut admitted = Admitted {
+        app,
+        live: live.clone(),
+        leave: Leave::ClientClosed,
+    };
     tracing::debug!(%peer, space = id, "listener joined");
 
     // HTTP/1.1 clients get a chunked body, so the end of a space is a clean
@@ -138,7 +186,11 @@ async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool
         }
     };
     let burst = app.cfg.burst_ms * SAMPLE_RATE / 1000;
-    let mut cursor = live.ring.read().unwrap_or_else(|e| e.into_inner()).burst_start(burst);
+    let mut cursor = live
+        .ring
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .burst_start(burst);
     let mut pending: Vec<Bytes> = if chunked {
         let prefix = Bytes::from(format!("{:x}\r\n", headers.len()));
         vec![prefix, headers, Bytes::from_static(b"\r\n")]
@@ -172,7 +224,11 @@ async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool
 
 /// Writes every buffer, trying the socket at once (the usual case: one
 /// syscall) and only waiting, with a deadline, when its buffer is full.
-async fn write_all(sock: &mut TcpStream, bufs: &mut Vec<Bytes>, slow_after: Duration) -> Result<u64, Leave> {
+async fn write_all(
+    sock: &mut TcpStream,
+    bufs: &mut Vec<Bytes>,
+    slow_after: Duration,
+) -> Result<u64, Leave> {
     const MAX_IOV: usize = 32;
     let mut total = 0u64;
     let mut first = 0;

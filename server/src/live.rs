@@ -57,19 +57,30 @@ impl Drop for SourceSlot {
 
 impl SourceSlot {
     pub fn push(&mut self, packets: &[SourcePacket], now_ms: u64) {
-        self.live.push(packets, now_ms, std::mem::take(&mut self.new_session));
+        self.live
+            .push(packets, now_ms, std::mem::take(&mut self.new_session));
     }
 }
 
 impl LiveSpace {
     /// Opens the space's recording (recovering it after a crash) and starts
     /// the flush clock. `peak` restores the peak listener count.
-    pub fn open(cfg: &Config, data: &Path, id: &str, title: &str, peak: u64) -> std::io::Result<Arc<LiveSpace>> {
+    pub fn open(
+        cfg: &Config,
+        data: &Path,
+        id: &str,
+        title: &str,
+        peak: u64,
+    ) -> std::io::Result<Arc<LiveSpace>> {
         let path = recorder::recording_path(data, id);
         let (file, recovered) = recorder::open_recovering(&path)?;
         if recovered.audio_pages > 0 {
-            tracing::info!(space = id, pages = recovered.audio_pages, seq = recovered.position.next_seq,
-                "resuming program track from its recording");
+            tracing::info!(
+                space = id,
+                pages = recovered.audio_pages,
+                seq = recovered.position.next_seq,
+                "resuming program track from its recording"
+            );
         }
         let recorder = recorder::spawn(id.to_string(), file, Duration::from_millis(cfg.fsync_ms));
         let (head_tx, _) = watch::channel(0);
@@ -96,7 +107,10 @@ impl LiveSpace {
             source_sessions: AtomicU64::new(0),
             packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
         });
-        tokio::spawn(flush_clock(Arc::downgrade(&live), Duration::from_millis(cfg.flush_ms)));
+        tokio::spawn(flush_clock(
+            Arc::downgrade(&live),
+            Duration::from_millis(cfg.flush_ms),
+        ));
         Ok(live)
     }
 
@@ -109,7 +123,10 @@ impl LiveSpace {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         self.source_sessions.fetch_add(1, Ordering::Relaxed);
-        Some(SourceSlot { live: self.clone(), new_session: true })
+        Some(SourceSlot {
+            live: self.clone(),
+            new_session: true,
+        })
     }
 
     pub fn source_connected(&self) -> bool {
@@ -163,7 +180,8 @@ impl LiveSpace {
         for p in packets {
             closed.extend(st.track.push(p.data.clone(), p.duration, now_ms));
         }
-        self.packets_in.fetch_add(packets.len() as u64, Ordering::Relaxed);
+        self.packets_in
+            .fetch_add(packets.len() as u64, Ordering::Relaxed);
         self.packets_metric.increment(packets.len() as u64);
         self.publish(&closed);
     }
@@ -194,7 +212,12 @@ impl LiveSpace {
         };
         match last {
             Some(g) => self.publish(&[g]),
-            None => self.ring.write().unwrap_or_else(|e| e.into_inner()).stage(Bytes::new(), 0, true),
+            None => {
+                self.ring
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stage(Bytes::new(), 0, true)
+            }
         }
         self.flush();
         self.recorder.finish().await

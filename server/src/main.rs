@@ -20,7 +20,11 @@ use std::process::ExitCode;
 use tribune_core::token::{self, parse_ttl, Claims, Role};
 
 #[derive(Parser)]
-#[command(name = "tribune", version, about = "Live audio rooms: a few speakers, any number of listeners, instant replay")]
+#[command(
+    name = "tribune",
+    version,
+    about = "Live audio rooms: a few speakers, any number of listeners, instant replay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,7 +117,10 @@ fn print_token(args: TokenArgs) -> Result<(), String> {
     let secret = auth::load_secret(&args.data)?;
     let identity = args.identity.unwrap_or_else(|| role.as_str().to_string());
     let claims = Claims::new(&identity, role, args.space.as_deref(), app::now_secs(), ttl);
-    println!("{}", token::sign(&claims, &secret).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        token::sign(&claims, &secret).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
@@ -122,15 +129,33 @@ fn build_config(args: &ServeArgs) -> Result<Config, String> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    if let Some(v) = args.listen { cfg.listen = v; }
-    if let Some(v) = &args.data { cfg.data = v.clone(); }
-    if let Some(v) = args.max_listeners { cfg.max_listeners = v; }
-    if let Some(v) = args.flush_ms { cfg.flush_ms = v; }
-    if let Some(v) = &args.public_url { cfg.public_url = Some(v.trim_end_matches('/').to_string()); }
-    if let Some(v) = args.source_stall_ms { cfg.source_stall_ms = v; }
-    if let Some(v) = args.slow_listener_ms { cfg.slow_listener_ms = v; }
-    if let Some(v) = args.header_timeout_ms { cfg.header_timeout_ms = v; }
-    if let Some(v) = args.fsync_ms { cfg.fsync_ms = v; }
+    if let Some(v) = args.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = &args.data {
+        cfg.data = v.clone();
+    }
+    if let Some(v) = args.max_listeners {
+        cfg.max_listeners = v;
+    }
+    if let Some(v) = args.flush_ms {
+        cfg.flush_ms = v;
+    }
+    if let Some(v) = &args.public_url {
+        cfg.public_url = Some(v.trim_end_matches('/').to_string());
+    }
+    if let Some(v) = args.source_stall_ms {
+        cfg.source_stall_ms = v;
+    }
+    if let Some(v) = args.slow_listener_ms {
+        cfg.slow_listener_ms = v;
+    }
+    if let Some(v) = args.header_timeout_ms {
+        cfg.header_timeout_ms = v;
+    }
+    if let Some(v) = args.fsync_ms {
+        cfg.fsync_ms = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -173,7 +198,10 @@ async fn run(cfg: Config) -> Result<(), String> {
     let admin_token = token::sign(&admin, &app.secret).map_err(|e| e.to_string())?;
     let base = app.base_url();
     if created {
-        println!("created signing secret in {}", auth::secret_path(&app.cfg.data).display());
+        println!(
+            "created signing secret in {}",
+            auth::secret_path(&app.cfg.data).display()
+        );
     }
     println!("tribune listening on {base}");
     println!("admin: {base}/#admin={admin_token}");
@@ -191,10 +219,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -36,7 +36,8 @@ impl RecorderHandle {
         self.tx
             .send(RecorderMsg::Finish(ack))
             .map_err(|_| io::Error::other("recorder has stopped"))?;
-        done.await.map_err(|_| io::Error::other("recorder stopped before finishing"))?
+        done.await
+            .map_err(|_| io::Error::other("recorder stopped before finishing"))?
     }
 }
 
@@ -49,7 +50,12 @@ pub fn open_recovering(path: &Path) -> io::Result<(File, Recovered)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
     let recovered = recover(&data);
@@ -69,7 +75,8 @@ pub fn open_recovering(path: &Path) -> io::Result<(File, Recovered)> {
 
 pub fn spawn(space_id: String, mut file: File, fsync_every: Duration) -> RecorderHandle {
     let (tx, rx) = mpsc::channel::<RecorderMsg>();
-    let bytes_written = metrics::counter!("tribune_recording_bytes_total", "space" => space_id.clone());
+    let bytes_written =
+        metrics::counter!("tribune_recording_bytes_total", "space" => space_id.clone());
     let fsync_seconds = metrics::histogram!("tribune_recording_fsync_seconds");
     let errors = metrics::counter!("tribune_recording_errors_total", "space" => space_id.clone());
     let thread = std::thread::Builder::new().name(format!("rec-{space_id}")).spawn(move || {

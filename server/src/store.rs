@@ -39,7 +39,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
     }
@@ -78,7 +81,9 @@ impl Store {
     }
 
     pub async fn all(&self) -> Result<Vec<SpaceRow>, sqlx::Error> {
-        let rows = sqlx::query("SELECT * FROM spaces ORDER BY created_at").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM spaces ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 let state: String = r.try_get("state")?;

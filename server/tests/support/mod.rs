@@ -1,0 +1,412 @@
+//! Test harness: runs the real `tribune` binary, speaks HTTP over plain
+//! sockets, and drives real ffmpeg as source and listener.
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tribune_media::ogg_page::{write_page, PageHeader, FLAG_BOS};
+use tribune_media::opus::{opus_tags, OpusHead};
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        let mut s = Server::start_in(&data, args);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts on an existing data directory (for restart tests).
+    pub fn start_in(data: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tribune"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tribune");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("tribune exited before listening")
+                .expect("read stdout");
+            if let Some(url) = line.strip_prefix("tribune listening on http://") {
+                break url.parse().expect("address");
+            }
+        };
+        // keep draining stdout so the child never blocks on it
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            data: data.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn token(&self, role: &str, space: Option<&str>, ttl: &str) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tribune"));
+        cmd.args(["token", "--data"])
+            .arg(&self.data)
+            .args(["--role", role, "--ttl", ttl]);
+        if let Some(s) = space {
+            cmd.args(["--space", s]);
+        }
+        let out = cmd.output().expect("tribune token");
+        assert!(
+            out.status.success(),
+            "token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Creates and starts a space; returns (id, host token).
+    pub fn live_space(&self, title: &str) -> (String, String) {
+        let admin = self.token("admin", None, "1h");
+        let r = request(
+            self.addr,
+            "POST",
+            "/api/spaces",
+            &[("Authorization", &format!("Bearer {admin}"))],
+            Some(&format!("{{\"title\":\"{title}\"}}")),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        let id = v["id"].as_str().expect("id").to_string();
+        let host = v["host_token"].as_str().expect("host token").to_string();
+        let r = request(
+            self.addr,
+            "POST",
+            &format!("/api/spaces/{id}/start"),
+            &[("Authorization", &format!("Bearer {host}"))],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        (id, host)
+    }
+
+    pub fn end_space(&self, id: &str, token: &str) -> Response {
+        request(
+            self.addr,
+            "POST",
+            &format!("/api/spaces/{id}/end"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        request(self.addr, "GET", "/metrics", &[], None).text()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    raw_request(addr, req.as_bytes(), Duration::from_secs(20))
+}
+
+/// Sends raw bytes and reads the response until the server closes.
+pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    s.write_all(bytes).expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+        .unwrap_or_else(|| panic!("no HTTP response in {:?}", String::from_utf8_lossy(&buf)))
+}
+
+pub fn parse_response(buf: &[u8]) -> Option<Response> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match res.parse(buf).ok()? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return None,
+    };
+    let headers: Vec<(String, String)> = res
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = buf[len..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Some(Response {
+        status: res.code?,
+        headers,
+        body,
+    })
+}
+
+pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(httparse::Status::Complete((used, size))) = httparse::parse_chunk_size(data) {
+        let size = size as usize;
+        if size == 0 || data.len() < used + size + 2 {
+            out.extend_from_slice(&data[used.min(data.len())..(used + size).min(data.len())]);
+            break;
+        }
+        out.extend_from_slice(&data[used..used + size]);
+        data = &data[used + size + 2..];
+    }
+    out
+}
+
+pub fn require_tool(name: &str) {
+    let ok = Command::new(name)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "{name} is not installed: run ./scripts/test.sh, which installs it"
+    );
+}
+
+/// Real ffmpeg publishing a sine tone through Icecast's protocol.
+pub fn ffmpeg_source(addr: SocketAddr, id: &str, token: &str, seconds: f64, freq: u32) -> Child {
+    require_tool("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency={freq}:duration={seconds}:sample_rate=48000"
+        ))
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-page_duration",
+            "20000",
+            "-content_type",
+            "audio/ogg",
+            "-f",
+            "ogg",
+        ])
+        .arg(format!(
+            "icecast://source:{token}@{addr}/spaces/{id}/source"
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg source")
+}
+
+/// Real ffmpeg decoding a URL to mono 48 kHz s16le; returns (pcm, stderr).
+pub fn ffmpeg_decode(input: &str) -> Child {
+    require_tool("ffmpeg");
+    Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-i", input, "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg decoder")
+}
+
+pub struct Decoded {
+    pub samples: Vec<i16>,
+    pub errors: String,
+    pub success: bool,
+}
+
+impl Decoded {
+    pub fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / 48_000.0
+    }
+}
+
+pub fn finish_decode(child: Child) -> Decoded {
+    let out = child.wait_with_output().expect("ffmpeg decode");
+    Decoded {
+        samples: out
+            .stdout
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+        errors: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: out.status.success(),
+    }
+}
+
+/// Power of `freq` relative to the signal's total power (Goertzel). The
+/// window is cut to whole 100 ms so tones on a 10 Hz grid do not leak.
+pub fn tone_ratio(samples: &[i16], freq: f64) -> f64 {
+    let samples = &samples[..samples.len() / 4800 * 4800];
+    let n = samples.len() as f64;
+    let k = (0.5 + n * freq / 48_000.0).floor();
+    let w = 2.0 * std::f64::consts::PI * k / n;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut total = 0.0;
+    for &x in samples {
+        let x = x as f64;
+        total += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (n * total)
+    }
+}
+
+/// A synthetic Ogg Opus stream: valid framing, `packets` CELT 20 ms packets
+/// of `size` bytes. For tests that need volume, not sound.
+pub fn synthetic_ogg_opus(packets: usize, size: usize) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let serial = 77;
+    write_page(
+        &mut out,
+        PageHeader {
+            flags: FLAG_BOS,
+            granule: 0,
+            serial,
+            sequence: 0,
+        },
+        &[&OpusHead::PROGRAM.to_bytes()],
+    );
+    write_page(
+        &mut out,
+        PageHeader {
+            flags: 0,
+            granule: 0,
+            serial,
+            sequence: 1,
+        },
+        &[&opus_tags("test", &[])],
+    );
+    let mut payload = vec![0u8; size];
+    payload[0] = 31 << 3; // CELT fullband 20 ms, one frame
+    for (i, p) in (0..packets).enumerate() {
+        payload[1] = p as u8;
+        let h = PageHeader {
+            flags: 0,
+            granule: 960 * (i as u64 + 1),
+            serial,
+            sequence: 2 + i as u32,
+        };
+        write_page(&mut out, h, &[&payload]);
+    }
+    out.to_vec()
+}
+
+/// Waits until `f` is true or the timeout passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Reads a metric's value (summed over label sets matching `labels`).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            (rest.starts_with(' ') || rest.starts_with('{')) && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
