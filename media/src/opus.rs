@@ -43,7 +43,7 @@ pub fn packet_duration(packet: &[u8]) -> Result<u32, OpusError> {
     let frames = match toc & 0x03 {
         0 => 1,
         1 => {
-            if (packet.len() - 1) % 2 != 0 {
+            if !(packet.len() - 1).is_multiple_of(2) {
                 return Err(OpusError::Malformed(
                     "code 1 packet with odd payload length",
                 ));

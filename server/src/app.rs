@@ -114,7 +114,7 @@ impl App {
             .values()
             .cloned()
             .collect();
-        all.sort_by(|a, b| b.row.created_at.cmp(&a.row.created_at));
+        all.sort_by_key(|e| std::cmp::Reverse(e.row.created_at));
         all
     }
 
