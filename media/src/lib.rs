@@ -1,6 +1,7 @@
 //! Tribune media: everything that turns bytes into packets and packets into
 //! bytes. Pure functions and sans-IO state machines, no sockets or clocks.
 
+pub mod chunked;
 pub mod demux;
 pub mod ogg_page;
 pub mod opus;

@@ -116,7 +116,7 @@ pub async fn serve(
         body.clear();
         let complete = match framing.decode(&mut buf, &mut body) {
             Ok(done) => done,
-            Err(e) => break Err((400, format!("bad chunked body: {e:?}"), "framing")),
+            Err(e) => break Err((400, e.to_string(), "framing")),
         };
         if !body.is_empty() {
             packets.clear();

@@ -22,7 +22,20 @@ fn put(s: &Server, id: &str, auth: &str, body: &[u8]) -> Response {
 fn vorbis_in_ogg() -> Vec<u8> {
     require_tool("ffmpeg");
     let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libvorbis", "-f", "ogg", "-"])
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-c:a",
+            "libvorbis",
+            "-f",
+            "ogg",
+            "-",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("ffmpeg");
@@ -37,7 +50,11 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     let auth = format!("Bearer {host}");
     // a listener stays connected through every bad source
     let mut listener = TcpStream::connect(s.addr).unwrap();
-    write!(listener, "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        listener,
+        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
 
     // the stream starts with good audio: 100 packets
     let good = synthetic_ogg_opus(100, 60);
@@ -57,9 +74,19 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     assert_eq!(r.status, 403);
 
     // not Ogg at all, WAV, Ogg but Vorbis
-    let r = put(&s, &id, &auth, b"hello, this is definitely not an ogg stream at all");
+    let r = put(
+        &s,
+        &id,
+        &auth,
+        b"hello, this is definitely not an ogg stream at all",
+    );
     assert_eq!(r.status, 415, "{}", r.text());
-    let r = put(&s, &id, &auth, b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00");
+    let r = put(
+        &s,
+        &id,
+        &auth,
+        b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00",
+    );
     assert_eq!(r.status, 415);
     assert!(r.text().contains("WAV"), "{}", r.text());
     let r = put(&s, &id, &auth, &vorbis_in_ogg());
@@ -78,7 +105,12 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     let mut huge = synthetic_ogg_opus(0, 60);
     let body = vec![0u8; 255 * 255];
     for seq in 2..6u32 {
-        let h = tribune_media::ogg_page::PageHeader { flags: 0, granule: u64::MAX, serial: 77, sequence: seq };
+        let h = tribune_media::ogg_page::PageHeader {
+            flags: 0,
+            granule: u64::MAX,
+            serial: 77,
+            sequence: seq,
+        };
         let mut page = bytes::BytesMut::new();
         tribune_media::ogg_page::write_raw_page(&mut page, h, &[255u8; 255], &[&body]);
         huge.extend_from_slice(&page);
@@ -88,7 +120,12 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
 
     // an invalid Opus packet (code 3 with zero frames)
     let mut bad_opus = bytes::BytesMut::from(&synthetic_ogg_opus(0, 60)[..]);
-    let h = tribune_media::ogg_page::PageHeader { flags: 0, granule: 960, serial: 77, sequence: 2 };
+    let h = tribune_media::ogg_page::PageHeader {
+        flags: 0,
+        granule: 960,
+        serial: 77,
+        sequence: 2,
+    };
     tribune_media::ogg_page::write_page(&mut bad_opus, h, &[&[(31 << 3) | 3, 0]]);
     let r = put(&s, &id, &auth, &bad_opus);
     assert_eq!(r.status, 400);
@@ -99,37 +136,63 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     write!(sock, "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100000\r\n\r\n").unwrap();
     sock.write_all(&good[..500]).unwrap();
     let started = Instant::now();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = Vec::new();
     let _ = sock.read_to_end(&mut buf);
     let waited = started.elapsed();
     let r = parse_response(&buf).expect("a response to the stalled source");
     assert_eq!(r.status, 408, "{}", r.text());
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "cut after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "cut after {waited:?}"
+    );
 
     // a second source while one is connected: 409, the first is untouched
     let mut first = TcpStream::connect(s.addr).unwrap();
-    write!(first, "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n").unwrap();
+    write!(
+        first,
+        "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
+    )
+    .unwrap();
     first.write_all(&good[..200]).unwrap();
     assert!(eventually(Duration::from_secs(5), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["source_connected"] == true
+        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["source_connected"]
+            == true
     }));
     let r = put(&s, &id, &auth, &good);
     assert_eq!(r.status, 409);
     assert!(r.text().contains("already connected"));
     drop(first);
     assert!(eventually(Duration::from_secs(5), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["source_connected"] == false
+        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["source_connected"]
+            == false
     }));
 
     // the listener is still connected after all of that
-    assert_eq!(request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["listeners"], 1);
+    assert_eq!(
+        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["listeners"],
+        1
+    );
 
     // a real ffmpeg source still works, and the recording decodes cleanly
-    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 440).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 440)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.end_space(&id, &host);
-    let rec = request(s.addr, "GET", &format!("/spaces/{id}/replay.opus"), &[], None).body;
+    let rec = request(
+        s.addr,
+        "GET",
+        &format!("/spaces/{id}/replay.opus"),
+        &[],
+        None,
+    )
+    .body;
     let mut data = &rec[..];
     let mut pages = 0;
     while !data.is_empty() {
@@ -139,9 +202,18 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     }
     assert!(pages > 30, "{pages} pages");
     let m = s.metrics();
-    assert!(metric(&m, "tribune_source_rejects_total", "auth") >= 3.0, "{m}");
-    assert!(metric(&m, "tribune_source_sessions_total", "stalled") >= 1.0, "{m}");
-    assert!(metric(&m, "tribune_source_sessions_total", "bad_stream") >= 5.0, "{m}");
+    assert!(
+        metric(&m, "tribune_source_rejects_total", "auth") >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "tribune_source_sessions_total", "stalled") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "tribune_source_sessions_total", "bad_stream") >= 5.0,
+        "{m}"
+    );
 
     // sources for spaces that are not live
     let r = put(&s, &id, &auth, &good);
@@ -154,7 +226,11 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
 fn malformed_and_abusive_requests_get_4xx_and_are_closed() {
     let s = Server::start(&["--header-timeout-ms", "1000"]);
     // garbage instead of HTTP
-    let r = raw_request(s.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", Duration::from_secs(5));
+    let r = raw_request(
+        s.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+        Duration::from_secs(5),
+    );
     assert_eq!(r.status, 400);
     // an oversized head
     let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
@@ -165,12 +241,18 @@ fn malformed_and_abusive_requests_get_4xx_and_are_closed() {
     assert_eq!(r.status, 431);
     // slowloris: a head that never finishes is closed at the deadline
     let mut slow = TcpStream::connect(s.addr).unwrap();
-    slow.write_all(b"GET /spaces/x/live.opus HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /spaces/x/live.opus HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let started = Instant::now();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
     assert_eq!(parse_response(&buf).unwrap().status, 408);
     // unknown endpoints and methods answer in JSON
     let r = request(s.addr, "GET", "/nothing/here", &[], None);

@@ -14,9 +14,14 @@ fn kill_9_mid_space_loses_at_most_a_second_and_the_space_goes_on() {
     let (id, host) = s.live_space("Crash");
     let mut source = ffmpeg_source(s.addr, &id, &host, 30.0, 440);
     assert!(eventually(Duration::from_secs(10), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"].as_u64().unwrap_or(0) >= 150
+        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 150
     }));
-    let before = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"].as_u64().unwrap();
+    let before = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"]
+        .as_u64()
+        .unwrap();
     s.kill9();
     let _ = source.kill();
     let _ = source.wait();
@@ -24,40 +29,81 @@ fn kill_9_mid_space_loses_at_most_a_second_and_the_space_goes_on() {
     // a torn write at the tail, as a crash mid-write leaves it
     let path = dir.path().join("recordings").join(format!("{id}.opus"));
     let clean_len = std::fs::metadata(&path).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(b"OggS\x00\x00\x00\x00\x00\x00\x00\x00partial page").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"OggS\x00\x00\x00\x00\x00\x00\x00\x00partial page")
+        .unwrap();
     drop(f);
 
     let s = Server::start_in(dir.path(), &["--fsync-ms", "200"]);
     let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
     assert_eq!(info["state"], "live", "{info}");
     let recovered = info["packets"].as_u64().unwrap();
-    assert!(recovered + 50 >= before, "recovered {recovered} packets of {before} (more than 1 s lost)");
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), clean_len, "torn tail truncated");
+    assert!(
+        recovered + 50 >= before,
+        "recovered {recovered} packets of {before} (more than 1 s lost)"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        clean_len,
+        "torn tail truncated"
+    );
 
     // the recording as recovered decodes cleanly while the space is live
     let catch_up = finish_decode(ffmpeg_decode(&s.url(&format!("/spaces/{id}/replay.opus"))));
     assert!(catch_up.errors.is_empty(), "{}", catch_up.errors);
-    assert!(catch_up.seconds() + 1.0 >= before as f64 * 0.02, "{} s recovered", catch_up.seconds());
+    assert!(
+        catch_up.seconds() + 1.0 >= before as f64 * 0.02,
+        "{} s recovered",
+        catch_up.seconds()
+    );
 
     // the source comes back and the space goes on, on the same timeline
-    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 660).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 660)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = s.end_space(&id, &host);
     assert_eq!(r.status, 200, "{}", r.text());
-    let rec = request(s.addr, "GET", &format!("/spaces/{id}/replay.opus"), &[], None).body;
+    let rec = request(
+        s.addr,
+        "GET",
+        &format!("/spaces/{id}/replay.opus"),
+        &[],
+        None,
+    )
+    .body;
     let mut data = &rec[..];
     let mut last: Option<(u32, u64)> = None;
     while !data.is_empty() {
         let p = scan_page(data).expect("valid page");
         if let Some((seq, granule)) = last {
-            assert_eq!(p.header.sequence, seq + 1, "page sequence continues across the crash");
+            assert_eq!(
+                p.header.sequence,
+                seq + 1,
+                "page sequence continues across the crash"
+            );
             assert!(seq < 2 || p.header.granule > granule);
         }
         last = Some((p.header.sequence, p.header.granule));
         data = &data[p.len..];
     }
     let replay = finish_decode(ffmpeg_decode(&s.url(&format!("/spaces/{id}/replay.opus"))));
-    assert!(replay.success && replay.errors.is_empty(), "{}", replay.errors);
-    assert!((replay.seconds() - (catch_up.seconds() + 1.0)).abs() < 0.1, "{} vs {}", replay.seconds(), catch_up.seconds());
+    assert!(
+        replay.success && replay.errors.is_empty(),
+        "{}",
+        replay.errors
+    );
+    assert!(
+        (replay.seconds() - (catch_up.seconds() + 1.0)).abs() < 0.1,
+        "{} vs {}",
+        replay.seconds(),
+        catch_up.seconds()
+    );
 }
