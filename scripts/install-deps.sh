@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# Installs the system packages Tribune's scripts and tests use (Debian).
-# Usage: scripts/install-deps.sh [run|test]
+# Installs what Tribune's scripts and tests use (Debian packages, and the
+# browser driver from npm). Usage: scripts/install-deps.sh [run|test]
 set -euo pipefail
-want=(ffmpeg)                      # a source to publish with, and the test listener/decoder
+cd "$(dirname "$0")/.."
+want=(ffmpeg)                        # a source to publish with; the tests' listener and decoder
 if [ "${1:-run}" = test ]; then
-  want+=(ca-certificates)
+  want+=(chromium nodejs)            # the web page and <audio> checks in a real browser
 fi
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+if [ "${1:-run}" = test ] && command -v node >/dev/null; then
+  # node is already here (not necessarily from Debian): don't replace it
+  missing=("${missing[@]/nodejs}")
+fi
+missing=(${missing[@]+"${missing[@]}"})
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "${1:-run}" = test ] && [ ! -d web/e2e/node_modules/playwright-core ]; then
+  (cd web/e2e && npm ci --no-audit --no-fund --silent)
 fi
