@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want=(ffmpeg)                        # a source to publish with; the tests' listener and decoder
 if [ "${1:-run}" = test ]; then
-  want+=(chromium nodejs)            # the web page and <audio> checks in a real browser
+  want+=(chromium nodejs mpv)        # the web page in a real browser; another real player
 fi
 missing=()
 for p in "${want[@]}"; do
