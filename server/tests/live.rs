@@ -372,3 +372,58 @@ fn a_reader_that_cannot_keep_up_is_cut_and_counted() {
     assert!(pages(&got).len() > 100);
     drop(stuck);
 }
+
+#[test]
+fn legacy_source_method_and_chunked_uploads_are_accepted() {
+    use base64::Engine;
+    let s = Server::start(&[]);
+    let (id, host) = s.live_space("Source protocols");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("source:{host}"));
+    let audio = synthetic_ogg_opus(50, 60);
+
+    // Icecast's legacy SOURCE: answered at once, body until the connection closes
+    let mut sock = TcpStream::connect(s.addr).unwrap();
+    write!(sock, "SOURCE /spaces/{id}/source HTTP/1.0\r\nAuthorization: Basic {basic}\r\nContent-Type: audio/ogg\r\nice-name: test\r\n\r\n").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 64];
+    let n = sock.read(&mut answer).unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.0 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    sock.write_all(&audio).unwrap();
+    drop(sock);
+    assert!(eventually(Duration::from_secs(5), || {
+        let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
+        info["packets"] == 50 && info["source_connected"] == false
+    }));
+
+    // a chunked PUT, as `curl -T -` sends it, split at awkward places
+    let mut body = Vec::new();
+    for piece in audio.chunks(333) {
+        body.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        body.extend_from_slice(piece);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut req = format!("PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").into_bytes();
+    req.extend_from_slice(&body);
+    let raw = {
+        let mut sock = TcpStream::connect(s.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(&req).unwrap();
+        let mut buf = Vec::new();
+        let _ = sock.read_to_end(&mut buf);
+        buf
+    };
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+        "{text}"
+    );
+    assert!(text.contains("\"packets\":50"), "{text}");
+    let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
+    assert_eq!(info["packets"], 100);
+}
