@@ -77,8 +77,9 @@ async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: So
     };
     match route(&head) {
         Route::Listen(id) => {
-            let id = id.to_string();
-            listen::serve(&app, sock, &head, &id, peer).await
+            let (id, req) = (id.to_string(), listen::ListenRequest::of(&head));
+            drop((head, buf));
+            listen::serve(&app, sock, req, &id, peer).await
         }
         Route::Source(id) => {
             let id = id.to_string();

@@ -72,10 +72,27 @@ fn jittered_retry(base_secs: u64) -> u64 {
     base_secs + rand::rng().random_range(0..=base_secs.max(1))
 }
 
+/// What the listener path needs from the request head, so the head itself
+/// (and the door's read buffer) are freed before the long-lived stream.
+#[derive(Clone, Copy)]
+pub struct ListenRequest {
+    pub head_only: bool,
+    pub http_minor: u8,
+}
+
+impl ListenRequest {
+    pub fn of(head: &RequestHead) -> Self {
+        ListenRequest {
+            head_only: head.method == "HEAD",
+            http_minor: head.minor,
+        }
+    }
+}
+
 pub async fn serve(
     app: &Arc<App>,
     mut sock: TcpStream,
-    head: &RequestHead,
+    req: ListenRequest,
     id: &str,
     peer: SocketAddr,
 ) {
@@ -155,18 +172,20 @@ pub async fn serve(
 
     // HTTP/1.1 clients get a chunked body, so the end of a space is a clean
     // end of stream rather than a dropped connection.
-    let chunked = head.minor >= 1;
+    let chunked = req.http_minor >= 1;
     let response = format!(
         "HTTP/1.{} 200 OK\r\nContent-Type: audio/ogg\r\nCache-Control: no-cache, no-store\r\n\
          Connection: close\r\n{}Access-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n\
          icy-name: {}\r\n\r\n",
-        head.minor.min(1),
+        req.http_minor.min(1),
         if chunked { "Transfer-Encoding: chunked\r\n" } else { "" },
         entry.row.title.replace(['\r', '\n'], " ")
     );
-    if sock.write_all(response.as_bytes()).await.is_err() || head.method == "HEAD" {
+    drop(entry.row);
+    if sock.write_all(response.as_bytes()).await.is_err() || req.head_only {
         return;
     }
+    drop(response);
     admitted.leave = stream(app, &live, &mut sock, chunked).await;
 }
 

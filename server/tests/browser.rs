@@ -41,12 +41,7 @@ fn chromium_audio_plays_live_and_replay() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Browser check");
     let mut source = ffmpeg_source(s.addr, &id, &host, 8.0, 440);
-    assert!(eventually(std::time::Duration::from_secs(10), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"]
-            .as_u64()
-            .unwrap_or(0)
-            > 50
-    }));
+    s.wait_for_packets(&id, 50);
     let live = play_in_chromium(&s.url(&format!("/spaces/{id}")), 4, "listener-live.png");
     assert!(
         live["src"].as_str().unwrap().ends_with("/live.opus"),

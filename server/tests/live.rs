@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use support::*;
-use tribune_media::ogg_page::{scan_page, FLAG_BOS};
+use tribune_media::ogg_page::FLAG_BOS;
 
 #[test]
 fn a_listener_hears_the_whole_space_and_the_replay_matches() {
@@ -14,7 +14,7 @@ fn a_listener_hears_the_whole_space_and_the_replay_matches() {
     let (id, host) = s.live_space("Live and replay");
     let listener = ffmpeg_decode(&s.url(&format!("/spaces/{id}/live.opus")));
     assert!(eventually(Duration::from_secs(5), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["listeners"] == 1
+        s.info(&id)["listeners"] == 1
     }));
     let source = ffmpeg_source(s.addr, &id, &host, 4.0, 440);
     let out = source.wait_with_output().unwrap();
@@ -124,18 +124,15 @@ struct PageInfo {
     flags: u8,
 }
 
-fn pages(mut data: &[u8]) -> Vec<PageInfo> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let p = scan_page(data).expect("every page valid, CRC included");
-        out.push(PageInfo {
+fn pages(data: &[u8]) -> Vec<PageInfo> {
+    ogg_pages(data)
+        .into_iter()
+        .map(|p| PageInfo {
             sequence: p.header.sequence,
             granule: p.header.granule,
             flags: p.header.flags,
-        });
-        data = &data[p.len..];
-    }
-    out
+        })
+        .collect()
 }
 
 #[test]
@@ -160,7 +157,7 @@ fn a_source_that_reconnects_continues_the_same_track() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
+    let info = s.info(&id);
     // two 2 s sources of 20 ms packets (libopus adds one for its pre-skip)
     let packets = info["packets"].as_u64().unwrap();
     assert!((200..=204).contains(&packets), "{info}");
@@ -211,12 +208,7 @@ fn listeners_joining_late_get_a_burst_of_about_one_second() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Burst");
     let source = ffmpeg_source(s.addr, &id, &host, 6.0, 440);
-    assert!(eventually(Duration::from_secs(10), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"]
-            .as_u64()
-            .unwrap_or(0)
-            > 150
-    }));
+    s.wait_for_packets(&id, 150);
     let mut sock = TcpStream::connect(s.addr).unwrap();
     write!(
         sock,
@@ -280,8 +272,7 @@ fn listeners_get_clear_answers_for_every_state() {
     )
     .unwrap();
     assert!(eventually(Duration::from_secs(5), || {
-        request(s.addr, "GET", &format!("/api/spaces/{live_id}"), &[], None).json()["listeners"]
-            == 1
+        s.info(&live_id)["listeners"] == 1
     }));
     let r = request(
         s.addr,
@@ -344,7 +335,7 @@ fn a_reader_that_cannot_keep_up_is_cut_and_counted() {
     // and one that does, to show the others are unaffected
     let healthy = capture_live(s.addr, &id);
     assert!(eventually(Duration::from_secs(5), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["listeners"] == 2
+        s.info(&id)["listeners"] == 2
     }));
     // far more than socket buffers hold, as fast as the source can send it
     let body = synthetic_ogg_opus(20_000, 1_200);
@@ -363,10 +354,7 @@ fn a_reader_that_cannot_keep_up_is_cut_and_counted() {
         "{}",
         s.metrics()
     );
-    assert_eq!(
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["listeners"],
-        1
-    );
+    assert_eq!(s.info(&id)["listeners"], 1);
     s.end_space(&id, &host);
     let got = healthy.join().unwrap();
     assert!(pages(&got).len() > 100);
@@ -395,7 +383,7 @@ fn legacy_source_method_and_chunked_uploads_are_accepted() {
     sock.write_all(&audio).unwrap();
     drop(sock);
     assert!(eventually(Duration::from_secs(5), || {
-        let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
+        let info = s.info(&id);
         info["packets"] == 50 && info["source_connected"] == false
     }));
 
@@ -424,6 +412,6 @@ fn legacy_source_method_and_chunked_uploads_are_accepted() {
         "{text}"
     );
     assert!(text.contains("\"packets\":50"), "{text}");
-    let info = request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json();
+    let info = s.info(&id);
     assert_eq!(info["packets"], 100);
 }

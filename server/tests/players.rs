@@ -11,12 +11,7 @@ fn mpv_plays_the_live_stream() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("mpv");
     let mut source = ffmpeg_source(s.addr, &id, &host, 8.0, 440);
-    assert!(eventually(std::time::Duration::from_secs(10), || {
-        request(s.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()["packets"]
-            .as_u64()
-            .unwrap_or(0)
-            > 50
-    }));
+    s.wait_for_packets(&id, 50);
     let out = Command::new("mpv")
         .args([
             "--no-config",

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tribune_media::ogg_page::{write_page, PageHeader, FLAG_BOS};
+use tribune_media::ogg_page::{scan_page, write_page, PageHeader, ScannedPage, FLAG_BOS};
 use tribune_media::opus::{opus_tags, OpusHead};
 
 pub struct Server {
@@ -122,6 +122,19 @@ impl Server {
             &[("Authorization", &format!("Bearer {token}"))],
             None,
         )
+    }
+
+    /// `GET /api/spaces/{id}` as JSON.
+    pub fn info(&self, id: &str) -> Value {
+        request(self.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()
+    }
+
+    /// Waits until the space's track holds more than `n` packets.
+    pub fn wait_for_packets(&self, id: &str, n: u64) {
+        let ok = eventually(Duration::from_secs(10), || {
+            self.info(id)["packets"].as_u64().unwrap_or(0) > n
+        });
+        assert!(ok, "space {id} never got {n} packets: {}", self.info(id));
     }
 
     pub fn metrics(&self) -> String {
@@ -409,4 +422,16 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Every Ogg page in `data`, each checked (CRC included); panics on the first bad one.
+pub fn ogg_pages(mut data: &[u8]) -> Vec<ScannedPage> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let p = scan_page(data)
+            .unwrap_or_else(|e| panic!("invalid page after {} valid ones: {e:?}", out.len()));
+        data = &data[p.len..];
+        out.push(p);
+    }
+    out
 }
