@@ -4,6 +4,7 @@
 //! Time enters as `now_ms` arguments, so every behaviour is tested
 //! deterministically by the unit tests beside each module.
 
+pub mod admission;
 pub mod fanout;
 pub mod space;
 pub mod token;
