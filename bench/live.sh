@@ -10,7 +10,8 @@ scripts/install-deps.sh run
 cargo build --release -q --bin tribune --bin tribune-load
 DATA=$(mktemp -d)
 target/release/tribune serve --listen 127.0.0.1:$PORT --data "$DATA" --flush-ms "$FLUSH" \
-  --max-listeners $((N + 100)) >"$DATA/stdout" 2>"$DATA/stderr" &
+  --max-listeners $((N + 100)) --per-ip-connections 0 --per-subnet-connections 0 --joins-per-ip 0 \
+  >"$DATA/stdout" 2>"$DATA/stderr" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; kill $SOURCE 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 50); do grep -q "listening" "$DATA/stdout" 2>/dev/null && break; sleep 0.1; done

@@ -178,6 +178,8 @@ pub struct Ticket {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Admit,
+    /// Admitted ahead of opening the stream: present this ticket to it.
+    Pass(Ticket),
     Wait {
         ticket: Ticket,
         position: u64,
@@ -357,9 +359,63 @@ impl WaitingRoom {
     }
 }
 
+impl WaitingRoom {
+    /// Like [`WaitingRoom::decide`], but an admission comes back as a pass:
+    /// a released ticket holding a slot for the grace period, for a client
+    /// (the web page) that asks first and opens the stream right after.
+    pub fn reserve(
+        &mut self,
+        now_ms: u64,
+        listeners: usize,
+        healthy: bool,
+        ticket: Option<Ticket>,
+    ) -> Decision {
+        let decision = self.decide(now_ms, listeners, healthy, ticket);
+        if decision != Decision::Admit {
+            return decision;
+        }
+        let seq = match ticket {
+            Some(t) if t.seq < self.released_upto => t.seq,
+            _ => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.abandoned.retain(|&a| a > seq);
+                self.released_upto = self.next_seq;
+                seq
+            }
+        };
+        self.released.push_back(Released {
+            seq,
+            expires_ms: now_ms + self.cfg.grace_ms,
+            used: false,
+        });
+        self.outstanding += 1;
+        Decision::Pass(Ticket {
+            seq,
+            not_before_ms: now_ms,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_holds_a_slot_until_the_stream_opens() {
+        let mut r = room(1, 10.0);
+        let Decision::Pass(ticket) = r.reserve(0, 0, true, None) else {
+            panic!()
+        };
+        assert_eq!(r.held(), 1);
+        // the slot is held: a stranger waits
+        assert!(matches!(
+            r.decide(10, 0, true, None),
+            Decision::Wait { position: 1, .. }
+        ));
+        assert_eq!(r.decide(20, 0, true, Some(ticket)), Decision::Admit);
+        assert_eq!(r.held(), 0);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

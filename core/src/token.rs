@@ -216,3 +216,92 @@ mod tests {
         assert!(parse_ttl("").is_err());
     }
 }
+
+/// Waiting-room tickets travel signed, so a client cannot pick its place.
+#[derive(Serialize, Deserialize)]
+struct TicketClaims {
+    seq: u64,
+    nb: u64,
+    /// The node process that issued it: a ticket does not survive a restart.
+    boot: u64,
+    exp: u64,
+}
+
+pub fn sign_ticket(
+    ticket: crate::admission::Ticket,
+    boot: u64,
+    secret: &[u8],
+    exp: u64,
+) -> Result<String, TokenError> {
+    let claims = TicketClaims {
+        seq: ticket.seq,
+        nb: ticket.not_before_ms,
+        boot,
+        exp,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+pub fn verify_ticket(
+    token: &str,
+    boot: u64,
+    secret: &[u8],
+    now: u64,
+) -> Result<crate::admission::Ticket, TokenError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<TicketClaims>(token, &DecodingKey::from_secret(secret), &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed(e.to_string()),
+            })?;
+    let c = data.claims;
+    if c.exp <= now {
+        return Err(TokenError::Expired(now - c.exp));
+    }
+    if c.boot != boot {
+        return Err(TokenError::Malformed(
+            "ticket from an earlier run of this node".into(),
+        ));
+    }
+    Ok(crate::admission::Ticket {
+        seq: c.seq,
+        not_before_ms: c.nb,
+    })
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::*;
+    use crate::admission::Ticket;
+
+    #[test]
+    fn tickets_verify_only_for_their_node_run_and_secret() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let t = Ticket {
+            seq: 42,
+            not_before_ms: 1234,
+        };
+        let signed = sign_ticket(t, 7, secret, 1_000).unwrap();
+        assert_eq!(verify_ticket(&signed, 7, secret, 999), Ok(t));
+        assert!(
+            verify_ticket(&signed, 8, secret, 999).is_err(),
+            "another boot"
+        );
+        assert_eq!(
+            verify_ticket(&signed, 7, b"other secret, other node........", 999),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify_ticket(&signed, 7, secret, 1_000),
+            Err(TokenError::Expired(0))
+        );
+    }
+}

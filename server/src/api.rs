@@ -83,10 +83,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/spaces/{id}/start", post(start_space))
         .route("/api/spaces/{id}/end", post(end_space))
         .route("/api/spaces/{id}/tokens", post(mint_token))
+        .route("/api/spaces/{id}/admission", get(admission))
         .route("/spaces/{id}/replay.opus", get(replay))
         .route("/spaces/{id}/live.opus", get(live_elsewhere))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(app)
 }
@@ -265,6 +267,66 @@ async fn mint_token(
     Ok((StatusCode::CREATED, Json(json!({
         "token": token, "role": role, "space": id, "identity": identity, "expires_at": minted.exp,
     }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct AdmissionQuery {
+    ticket: Option<String>,
+}
+
+/// For pages: asks to listen before opening the stream. Admitted: a pass
+/// (a ticket holding a slot) to append to the live URL. Otherwise the
+/// waiting-room answer, or what the space's state allows instead.
+async fn admission(
+    State(app): Shared,
+    Path(id): Path<String>,
+    axum::Extension(axum::extract::ConnectInfo(peer)): axum::Extension<
+        axum::extract::ConnectInfo<std::net::SocketAddr>,
+    >,
+    axum::extract::Query(q): axum::extract::Query<AdmissionQuery>,
+) -> ApiResult {
+    let e = entry_or_404(&app, &id)?;
+    let urls = &space_json(&app, &e)["urls"];
+    let replay = urls["replay"].as_str().unwrap_or_default().to_string();
+    match e.row.state {
+        SpaceState::Scheduled => {
+            return Ok(
+                Json(json!({"state": "scheduled", "scheduled_at": e.row.scheduled_at}))
+                    .into_response(),
+            )
+        }
+        SpaceState::Ended => {
+            return Ok(Json(json!({"state": "ended", "replay": replay})).into_response())
+        }
+        SpaceState::Live => {}
+    }
+    match crate::admit::join(&app, peer.ip(), q.ticket.as_deref(), &replay, true) {
+        crate::admit::Join::Pass(pass) => {
+            let live = format!(
+                "{}?ticket={pass}",
+                urls["live"].as_str().unwrap_or_default()
+            );
+            Ok(Json(json!({"state": "admitted", "live": live})).into_response())
+        }
+        crate::admit::Join::Admitted => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected admission",
+        )),
+        crate::admit::Join::Refused(r) => {
+            metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
+            let mut body = r.body;
+            body["state"] = json!("waiting");
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut res = (status, Json(body)).into_response();
+            if let Some(secs) = r
+                .retry_after
+                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
+                res.headers_mut().insert(header::RETRY_AFTER, secs);
+            }
+            Ok(res)
+        }
+    }
 }
 
 /// The recording, with Range support: complete once the space has ended,

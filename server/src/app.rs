@@ -1,6 +1,7 @@
 //! Shared node state: configuration, the control-plane store, the signing
 //! secret and the registry of spaces (with the live ones' hubs).
 
+use crate::admit::Admission;
 use crate::config::Config;
 use crate::live::LiveSpace;
 use crate::store::{SpaceRow, Store};
@@ -8,9 +9,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tribune_core::space::{SpaceState, Transition};
 
 pub fn now_ms() -> u64 {
@@ -40,6 +41,20 @@ pub struct App {
     transitions: tokio::sync::Mutex<()>,
     /// Listeners connected to this node, over all spaces.
     pub listeners: AtomicUsize,
+    /// Connection caps, join rates and the waiting room.
+    pub admission: Mutex<Admission>,
+    /// Measured signals (memory, write backlog, flush lag) allow more listeners.
+    pub healthy: AtomicBool,
+    /// Identifies this run of the node (waiting-room tickets do not outlive it).
+    pub boot: u64,
+    started: Instant,
+    /// Open connections on the public port, and how many it may hold.
+    pub connections: AtomicUsize,
+    pub connection_budget: usize,
+    /// Open connections on the reserved lane.
+    pub reserved_connections: AtomicUsize,
+    /// Listeners currently waiting for their socket to accept data.
+    pub blocked_writers: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +97,26 @@ impl App {
             }
             map.insert(row.id.clone(), SpaceEntry { row, live });
         }
+        let file_limit = crate::admit::file_limit();
+        let connection_budget = cfg.connection_budget(file_limit);
+        if connection_budget < cfg.max_listeners {
+            tracing::warn!(
+                file_limit,
+                connection_budget,
+                max_listeners = cfg.max_listeners,
+                "the open-file limit caps this node below --max-listeners"
+            );
+        }
+        let admission = Admission::new(&cfg);
         Ok(Arc::new(App {
+            admission: Mutex::new(admission),
+            healthy: AtomicBool::new(true),
+            boot: rand::random(),
+            started: Instant::now(),
+            connections: AtomicUsize::new(0),
+            connection_budget,
+            reserved_connections: AtomicUsize::new(0),
+            blocked_writers: AtomicUsize::new(0),
             cfg,
             bound,
             store,
@@ -92,6 +126,11 @@ impl App {
             transitions: tokio::sync::Mutex::new(()),
             listeners: AtomicUsize::new(0),
         }))
+    }
+
+    /// Milliseconds since this node started (the admission clock).
+    pub fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     pub fn base_url(&self) -> String {

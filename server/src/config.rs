@@ -32,6 +32,26 @@ pub struct Config {
     pub source_stall_ms: u64,
     /// A listener whose socket accepts nothing for this long is cut.
     pub slow_listener_ms: u64,
+    /// Open connections per client IP on the public port (0: unlimited).
+    pub per_ip_connections: u32,
+    /// Open connections per /24 or /64 on the public port (0: unlimited).
+    pub per_subnet_connections: u32,
+    /// Listener joins per second per IP (0: unlimited), with a burst.
+    pub joins_per_ip_per_sec: u32,
+    pub join_burst: u32,
+    /// Waiting-room tickets released per second as capacity frees.
+    pub admit_per_sec: f64,
+    /// How long a released ticket holds its slot.
+    pub admit_grace_ms: u64,
+    /// Open connections on the public port (0: derived from the file limit).
+    pub max_connections: usize,
+    /// Stop admitting listeners above this resident memory (0: no limit).
+    pub max_memory_mb: u64,
+    /// A second address for hosts, speakers and sources only, with its own
+    /// connection budget, out of reach of any listener flood.
+    pub reserved_listen: Option<SocketAddr>,
+    /// Open connections on the reserved address.
+    pub reserved_connections: usize,
 }
 
 impl Default for Config {
@@ -50,6 +70,16 @@ impl Default for Config {
             max_header_bytes: 8 * 1024,
             source_stall_ms: 10_000,
             slow_listener_ms: 10_000,
+            per_ip_connections: 64,
+            per_subnet_connections: 1024,
+            joins_per_ip_per_sec: 10,
+            join_burst: 20,
+            admit_per_sec: 500.0,
+            admit_grace_ms: 15_000,
+            max_connections: 0,
+            max_memory_mb: 0,
+            reserved_listen: None,
+            reserved_connections: 256,
         }
     }
 }
@@ -79,10 +109,24 @@ impl Config {
         if self.ring_ms < self.burst_ms + 2 * self.flush_ms {
             return Err("ring_ms must hold the burst plus two flushes".into());
         }
+        if !self.admit_per_sec.is_finite() || self.admit_per_sec <= 0.0 {
+            return Err("admit_per_sec must be greater than 0".into());
+        }
         if self.max_header_bytes < 512 {
             return Err("max_header_bytes must be at least 512".into());
         }
         Ok(())
+    }
+
+    /// The public port's connection budget: what the file limit allows
+    /// after the reserved lane, the recorder and the database.
+    pub fn connection_budget(&self, file_limit: u64) -> usize {
+        let headroom = self.reserved_connections as u64 + 200;
+        let by_files = file_limit.saturating_sub(headroom) as usize;
+        match self.max_connections {
+            0 => by_files.min(self.max_listeners + 2_000),
+            n => n.min(by_files),
+        }
     }
 
     pub fn base_url(&self, bound: SocketAddr) -> String {

@@ -7,6 +7,7 @@
 //! length at all). Every other request is handed, with the bytes already
 //! read, to hyper and the axum router.
 
+use crate::admit;
 use crate::app::App;
 use crate::http::{error_response, RequestHead};
 use crate::{ingest, listen};
@@ -23,13 +24,53 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router) {
+/// Which accept path a connection came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Everyone: listeners, the API, pages, sources.
+    Public,
+    /// Hosts, speakers and sources only, with a budget of its own.
+    Reserved,
+}
+
+/// A refusal sent straight from the accept loop: one non-blocking write,
+/// no task, no buffers.
+fn refuse_at_accept(sock: &TcpStream, reason: &'static str) {
+    metrics::counter!("tribune_connections_refused_total", "reason" => reason).increment(1);
+    let (status, message) = match reason {
+        "ip_connections" => (429, "too many open connections from your address"),
+        "subnet_connections" => (429, "too many open connections from your network"),
+        _ => (
+            503,
+            "this node has no room for more connections; try again shortly",
+        ),
+    };
+    let retry = [("Retry-After", "5".to_string())];
+    let body = crate::http::json_response(status, &retry, &serde_json::json!({ "error": message }));
+    let _ = sock.try_write(&body);
+}
+
+pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router, lane: Lane) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
+                let guard = match lane {
+                    Lane::Public => admit::open_public(&app, peer.ip()),
+                    Lane::Reserved => admit::open_reserved(&app),
+                };
+                let guard = match guard {
+                    Ok(g) => g,
+                    Err(reason) => {
+                        refuse_at_accept(&sock, reason);
+                        continue;
+                    }
+                };
                 let app = app.clone();
                 let router = router.clone();
-                tokio::spawn(async move { connection(app, router, sock, peer).await });
+                tokio::spawn(async move {
+                    connection(app, router, sock, peer, lane).await;
+                    drop(guard);
+                });
             }
             Err(e) => {
                 // Out of file descriptors: back off instead of spinning.
@@ -61,7 +102,13 @@ fn route(head: &RequestHead) -> Route<'_> {
     }
 }
 
-async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: SocketAddr) {
+async fn connection(
+    app: Arc<App>,
+    router: Router,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    lane: Lane,
+) {
     let _ = sock.set_nodelay(true);
     let (head, head_len, buf) = match read_head(&app, &mut sock).await {
         Ok(Some(parsed)) => parsed,
@@ -76,6 +123,10 @@ async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: So
         }
     };
     match route(&head) {
+        Route::Listen(_) if lane == Lane::Reserved => {
+            let msg = "this address is reserved for hosts, speakers and sources; listen on the public address";
+            let _ = sock.write_all(&error_response(403, msg)).await;
+        }
         Route::Listen(id) => {
             let (id, req) = (id.to_string(), listen::ListenRequest::of(&head));
             drop((head, buf));
@@ -92,6 +143,8 @@ async fn connection(app: Arc<App>, router: Router, mut sock: TcpStream, peer: So
                 prefix: buf.freeze(),
                 inner: sock,
             };
+            // handlers that rate-limit by client address read it from here
+            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = TowerToHyperService::new(router);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -9,6 +9,7 @@ pub use tribune_media::chunked::{ChunkedDecoder, ChunkedError};
 pub struct RequestHead {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     /// HTTP minor version: 1.0 clients get close-delimited bodies.
     pub minor: u8,
     pub headers: Vec<(String, String)>,
@@ -17,10 +18,14 @@ pub struct RequestHead {
 impl RequestHead {
     pub fn from_parsed(req: &httparse::Request<'_, '_>) -> Option<RequestHead> {
         let target = req.path?;
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (target, None),
+        };
         Some(RequestHead {
             method: req.method?.to_string(),
             path: path.to_string(),
+            query,
             minor: req.version?,
             headers: req
                 .headers
@@ -33,6 +38,19 @@ impl RequestHead {
                 })
                 .collect(),
         })
+    }
+
+    /// A query parameter's raw value (tickets and tokens need no decoding).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    pub fn wants_html(&self) -> bool {
+        self.header("accept")
+            .is_some_and(|a| a.contains("text/html"))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -58,6 +76,7 @@ pub fn reason(status: u16) -> &'static str {
         410 => "Gone",
         411 => "Length Required",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -69,9 +88,16 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete response with a JSON body; the connection is closed after it.
 pub fn json_response(status: u16, extra: &[(&str, String)], body: &Value) -> Vec<u8> {
-    let body = body.to_string();
+    full_response(status, "application/json", extra, &body.to_string())
+}
+
+pub fn html_response(status: u16, extra: &[(&str, String)], body: &str) -> Vec<u8> {
+    full_response(status, "text/html; charset=utf-8", extra, body)
+}
+
+fn full_response(status: u16, content_type: &str, extra: &[(&str, String)], body: &str) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    out.push_str("Content-Type: application/json\r\n");
+    out.push_str(&format!("Content-Type: {content_type}\r\n"));
     out.push_str(&format!("Content-Length: {}\r\n", body.len()));
     out.push_str(
         "Connection: close\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n",
@@ -80,7 +106,7 @@ pub fn json_response(status: u16, extra: &[(&str, String)], body: &Value) -> Vec
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str("\r\n");
-    out.push_str(&body);
+    out.push_str(body);
     out.into_bytes()
 }
 

@@ -2,11 +2,11 @@
 //! into the space's shared ring. Each flush wakes the task once; it clones
 //! the new chunks' reference counts and writes them in one vectored write.
 
+use crate::admit::{self, Join};
 use crate::app::{now_ms, App};
-use crate::http::{json_response, RequestHead};
+use crate::http::{html_response, json_response, RequestHead};
 use crate::live::LiveSpace;
 use bytes::{Buf, Bytes};
-use rand::Rng;
 use serde_json::json;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -67,16 +67,12 @@ async fn refuse(
     let _ = sock.shutdown().await;
 }
 
-/// Retry-After with jitter so a refused crowd does not come back in step.
-fn jittered_retry(base_secs: u64) -> u64 {
-    base_secs + rand::rng().random_range(0..=base_secs.max(1))
-}
-
 /// What the listener path needs from the request head, so the head itself
 /// (and the door's read buffer) are freed before the long-lived stream.
-#[derive(Clone, Copy)]
 pub struct ListenRequest {
     pub head_only: bool,
+    pub wants_html: bool,
+    pub ticket: Option<String>,
     pub http_minor: u8,
 }
 
@@ -84,6 +80,8 @@ impl ListenRequest {
     pub fn of(head: &RequestHead) -> Self {
         ListenRequest {
             head_only: head.method == "HEAD",
+            wants_html: head.wants_html(),
+            ticket: head.query_param("ticket").map(str::to_string),
             http_minor: head.minor,
         }
     }
@@ -142,22 +140,31 @@ pub async fn serve(
             .await;
         }
     };
-    if app.listeners.fetch_add(1, Ordering::AcqRel) >= app.cfg.max_listeners {
-        app.listeners.fetch_sub(1, Ordering::AcqRel);
-        let retry = jittered_retry(10);
-        let body = json!({
-            "error": "this node is at listener capacity",
-            "retry_after": retry,
-            "replay": format!("{base}/spaces/{id}/replay.opus"),
-        });
-        return refuse(
-            &mut sock,
-            503,
-            &[("Retry-After", retry.to_string())],
-            body,
-            "capacity",
-        )
-        .await;
+    let replay = format!("{base}/spaces/{id}/replay.opus");
+    match admit::join(app, peer.ip(), req.ticket.as_deref(), &replay, false) {
+        Join::Admitted => {}
+        Join::Pass(_) => unreachable!("passes are only issued when asked for"),
+        Join::Refused(r) => {
+            metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
+            let retry: Vec<(&str, String)> = r
+                .retry_after
+                .iter()
+                .map(|s| ("Retry-After", s.to_string()))
+                .collect();
+            let response = if req.wants_html && r.body.get("waiting_room").is_some() {
+                let html = admit::waiting_html(
+                    &r.body,
+                    r.retry_after.unwrap_or(5),
+                    &format!("/spaces/{id}/live.opus"),
+                );
+                html_response(r.status, &retry, &html)
+            } else {
+                json_response(r.status, &retry, &r.body)
+            };
+            let _ = sock.write_all(&response).await;
+            let _ = sock.shutdown().await;
+            return;
+        }
     }
     let count = live.listeners.fetch_add(1, Ordering::AcqRel) + 1;
     live.peak_listeners.fetch_max(count, Ordering::AcqRel);
@@ -194,6 +201,7 @@ async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool
     let slow_after = Duration::from_millis(app.cfg.slow_listener_ms);
     let mut head_rx = live.subscribe_head();
     let mut ending = live.subscribe_ending();
+    let mut stray = 0usize;
     // No audio yet: wait for the first page (the headers carry its epoch).
     let headers = loop {
         if let Some(h) = live.headers() {
@@ -202,6 +210,7 @@ async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool
         tokio::select! {
             r = head_rx.changed() => if r.is_err() { return Leave::Ended },
             _ = ending.changed() => return Leave::Ended,
+            gone = client_gone(sock, &mut stray) => if gone { return Leave::ClientClosed },
         }
     };
     let burst = app.cfg.burst_ms * SAMPLE_RATE / 1000;
@@ -235,9 +244,30 @@ async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool
             let _ = sock.shutdown().await;
             return Leave::Ended;
         }
-        if head_rx.changed().await.is_err() {
-            return Leave::Ended;
+        // Between flushes, notice a client that hung up even when no audio
+        // is flowing (a source gap), so it does not hold a place.
+        tokio::select! {
+            r = head_rx.changed() => if r.is_err() { return Leave::Ended },
+            gone = client_gone(sock, &mut stray) => if gone { return Leave::ClientClosed },
         }
+    }
+}
+
+/// Resolves when the client sent something: `true` if it hung up (or sent
+/// more than a listener ever should), `false` for a few stray bytes.
+async fn client_gone(sock: &TcpStream, stray: &mut usize) -> bool {
+    const MAX_STRAY: usize = 4096;
+    if sock.readable().await.is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 512];
+    match sock.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => {
+            *stray += n;
+            *stray > MAX_STRAY
+        }
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
 

@@ -232,13 +232,19 @@ impl LiveSpace {
     }
 }
 
+/// Worst lateness of any space's flush clock since the health watcher last
+/// took it: a node that cannot keep its cadence must stop admitting.
+pub static FLUSH_LAG_MS: AtomicU64 = AtomicU64::new(0);
+
 /// One wake-up per flush for all listeners of the space, and none when
 /// nothing new was produced.
 async fn flush_clock(live: std::sync::Weak<LiveSpace>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let due = tick.tick().await;
+        let late = due.elapsed().as_millis() as u64;
+        FLUSH_LAG_MS.fetch_max(late, Ordering::Relaxed);
         let Some(live) = live.upgrade() else { return };
         if live.flush() {
             return;

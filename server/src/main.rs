@@ -1,5 +1,6 @@
 //! `tribune`: the live audio rooms server.
 
+mod admit;
 mod api;
 mod app;
 mod auth;
@@ -70,6 +71,27 @@ struct ServeArgs {
     /// Recording fsync cadence (ms).
     #[arg(long)]
     fsync_ms: Option<u64>,
+    /// Open connections per client IP (0: unlimited).
+    #[arg(long)]
+    per_ip_connections: Option<u32>,
+    /// Open connections per /24 or /64 (0: unlimited).
+    #[arg(long)]
+    per_subnet_connections: Option<u32>,
+    /// Listener joins per second per IP (0: unlimited).
+    #[arg(long)]
+    joins_per_ip: Option<u32>,
+    /// Joins one IP may make at once before the rate applies.
+    #[arg(long)]
+    join_burst: Option<u32>,
+    /// Waiting-room admissions per second as capacity frees.
+    #[arg(long)]
+    admit_per_sec: Option<f64>,
+    /// Stop admitting listeners above this resident memory (MiB).
+    #[arg(long)]
+    max_memory_mb: Option<u64>,
+    /// Address reserved for hosts, speakers and sources (no listeners).
+    #[arg(long)]
+    reserved_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -124,37 +146,40 @@ fn print_token(args: TokenArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Replaces a setting when its flag was given.
+fn flag<T: Clone>(setting: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *setting = v.clone();
+    }
+}
+
 fn build_config(args: &ServeArgs) -> Result<Config, String> {
     let mut cfg = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    if let Some(v) = args.listen {
-        cfg.listen = v;
-    }
-    if let Some(v) = &args.data {
-        cfg.data = v.clone();
-    }
-    if let Some(v) = args.max_listeners {
-        cfg.max_listeners = v;
-    }
-    if let Some(v) = args.flush_ms {
-        cfg.flush_ms = v;
-    }
+    flag(&mut cfg.listen, &args.listen);
+    flag(&mut cfg.data, &args.data);
+    flag(&mut cfg.max_listeners, &args.max_listeners);
+    flag(&mut cfg.flush_ms, &args.flush_ms);
     if let Some(v) = &args.public_url {
         cfg.public_url = Some(v.trim_end_matches('/').to_string());
     }
-    if let Some(v) = args.source_stall_ms {
-        cfg.source_stall_ms = v;
-    }
-    if let Some(v) = args.slow_listener_ms {
-        cfg.slow_listener_ms = v;
-    }
-    if let Some(v) = args.header_timeout_ms {
-        cfg.header_timeout_ms = v;
-    }
-    if let Some(v) = args.fsync_ms {
-        cfg.fsync_ms = v;
+    flag(&mut cfg.source_stall_ms, &args.source_stall_ms);
+    flag(&mut cfg.slow_listener_ms, &args.slow_listener_ms);
+    flag(&mut cfg.header_timeout_ms, &args.header_timeout_ms);
+    flag(&mut cfg.fsync_ms, &args.fsync_ms);
+    flag(&mut cfg.per_ip_connections, &args.per_ip_connections);
+    flag(
+        &mut cfg.per_subnet_connections,
+        &args.per_subnet_connections,
+    );
+    flag(&mut cfg.joins_per_ip_per_sec, &args.joins_per_ip);
+    flag(&mut cfg.join_burst, &args.join_burst);
+    flag(&mut cfg.admit_per_sec, &args.admit_per_sec);
+    flag(&mut cfg.max_memory_mb, &args.max_memory_mb);
+    if args.reserved_listen.is_some() {
+        cfg.reserved_listen = args.reserved_listen;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -191,6 +216,14 @@ async fn run(cfg: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let reserved = match cfg.reserved_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on reserved address {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let app = app::App::load(cfg, bound, store, secret, metrics)
         .await
         .map_err(|e| format!("cannot load spaces: {e}"))?;
@@ -206,8 +239,20 @@ async fn run(cfg: Config) -> Result<(), String> {
     println!("tribune listening on {base}");
     println!("admin: {base}/#admin={admin_token}");
     let router = api::router(app.clone());
+    if let Some(reserved) = reserved {
+        if let Ok(addr) = reserved.local_addr() {
+            println!("reserved lane (hosts, speakers, sources) on http://{addr}");
+        }
+        tokio::spawn(door::serve(
+            app.clone(),
+            reserved,
+            router.clone(),
+            door::Lane::Reserved,
+        ));
+    }
+    tokio::spawn(admit::watch_health(app.clone()));
     tokio::select! {
-        _ = door::serve(app.clone(), listener, router) => {}
+        _ = door::serve(app.clone(), listener, router, door::Lane::Public) => {}
         _ = shutdown_signal() => {
             tracing::info!("shutting down; live recordings are durable up to the last fsync and resume on restart");
         }

@@ -283,8 +283,13 @@ fn listeners_get_clear_answers_for_every_state() {
     );
     assert_eq!(r.status, 503);
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((10..=20).contains(&retry));
+    assert!((1..=30).contains(&retry));
     assert!(r.json()["error"].as_str().unwrap().contains("capacity"));
+    assert_eq!(r.json()["waiting_room"]["position"], 1, "{}", r.text());
+    assert!(r.json()["replay"]
+        .as_str()
+        .unwrap()
+        .ends_with("/replay.opus"));
     drop(first);
 
     s.end_space(&live_id, &host);
@@ -312,7 +317,7 @@ fn listeners_get_clear_answers_for_every_state() {
     assert!(r.json()["error"].as_str().is_some());
     let m = s.metrics();
     assert!(
-        metric(&m, "tribune_listener_rejects_total", "capacity") >= 1.0,
+        metric(&m, "tribune_listener_rejects_total", "waiting_room") >= 1.0,
         "{m}"
     );
     assert!(

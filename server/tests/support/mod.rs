@@ -15,6 +15,8 @@ use tribune_media::opus::{opus_tags, OpusHead};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The reserved lane's address, when started with one.
+    pub reserved: Option<SocketAddr>,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -41,20 +43,32 @@ impl Server {
             .expect("start tribune");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("tribune exited before listening")
-                .expect("read stdout");
+        let mut addr = None;
+        let mut reserved = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read stdout");
             if let Some(url) = line.strip_prefix("tribune listening on http://") {
-                break url.parse().expect("address");
+                addr = Some(url.parse().expect("address"));
             }
-        };
+            if let Some(url) =
+                line.strip_prefix("reserved lane (hosts, speakers, sources) on http://")
+            {
+                reserved = Some(url.parse().expect("reserved address"));
+            }
+            // the reserved lane, when there is one, is announced last
+            if line.starts_with("reserved lane")
+                || (line.starts_with("admin: ") && !args.contains(&"--reserved-listen"))
+            {
+                break;
+            }
+        }
+        let addr = addr.expect("tribune exited before listening");
         // keep draining stdout so the child never blocks on it
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
             addr,
+            reserved,
             data: data.to_path_buf(),
             _dir: None,
         }
