@@ -4,19 +4,18 @@
 //! Bounded in count and time: it always stops by itself.
 
 mod check;
+mod client;
+mod storm;
 
-use check::StreamCheck;
 use clap::{Parser, Subcommand};
+use client::{Failure, Target};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tribune_media::chunked::ChunkedDecoder;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +32,8 @@ struct Cli {
 enum Command {
     /// Open listeners on a live stream and report what they experienced.
     Listen(ListenArgs),
+    /// A join storm of legitimate listeners mixed with attack traffic.
+    Storm(storm::StormArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -60,31 +61,6 @@ struct ListenArgs {
     json: Option<std::path::PathBuf>,
 }
 
-struct Target {
-    addr: SocketAddr,
-    host: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
-    let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let addr = hostport
-        .to_socket_addrs()
-        .or_else(|_| format!("{hostport}:80").to_socket_addrs())
-        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("no address for {hostport}"))?;
-    Ok(Target {
-        addr,
-        host: hostport.to_string(),
-        path: path.to_string(),
-    })
-}
-
 #[derive(Default)]
 struct Outcome {
     status: Option<u16>,
@@ -109,157 +85,43 @@ impl Outcome {
     }
 }
 
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-async fn connect(target: &Target, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    match bind {
-        None => TcpStream::connect(target.addr).await,
-        Some(ip) => {
-            let sock = if ip.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            sock.bind(SocketAddr::new(ip, 0))?;
-            sock.connect(target.addr).await
-        }
-    }
-}
-
 async fn one_listener(
     target: Arc<Target>,
     bind: Option<IpAddr>,
     args: Arc<ListenArgs>,
     epoch: Instant,
 ) -> Outcome {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let answer_by = start + Duration::from_secs_f64(args.answer_timeout);
     let mut out = Outcome {
         ended_by: "deadline",
         ..Default::default()
     };
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let answer_by = start + Duration::from_secs_f64(args.answer_timeout);
-    let mono = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1000.0;
-    let mut sock = match tokio::time::timeout_at(answer_by.into(), connect(&target, bind)).await {
-        Err(_) => {
+    let ans = match client::get(&target, &target.path, bind, None, answer_by).await {
+        Ok(a) => a,
+        Err(Failure::Unanswered) => {
             out.unanswered = true;
             return out;
         }
-        Ok(Err(e)) => {
-            out.connect_error = Some(e.kind().to_string());
+        Err(f) => {
+            out.connect_error = Some(format!("{f:?}"));
             return out;
         }
-        Ok(Ok(s)) => s,
     };
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tribune-load\r\nAccept: */*\r\nIcy-MetaData: 0\r\n\r\n",
-        target.path, target.host
-    );
-    if sock.write_all(req.as_bytes()).await.is_err() {
-        out.connect_error = Some("write".into());
+    out.status = Some(ans.status);
+    if ans.status != 200 {
         return out;
     }
-    let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
-    // response head
-    let (chunked, head_len) = loop {
-        match tokio::time::timeout_at(answer_by.into(), sock.read_buf(&mut buf)).await {
-            Err(_) => {
-                out.unanswered = true;
-                return out;
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                out.connect_error = Some("closed before answering".into());
-                return out;
-            }
-            Ok(Ok(_)) => {}
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut res = httparse::Response::new(&mut headers);
-        match res.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                out.status = res.code;
-                let chunked = res.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("transfer-encoding")
-                        && String::from_utf8_lossy(h.value)
-                            .to_ascii_lowercase()
-                            .contains("chunked")
-                });
-                break (chunked, n);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => {}
-            _ => {
-                out.connect_error = Some("invalid HTTP response".into());
-                return out;
-            }
-        }
-    };
-    if out.status != Some(200) {
-        return out;
-    }
-    let _ = buf.split_to(head_len);
-    let mut dechunk = chunked.then(ChunkedDecoder::default);
-    let mut stream = StreamCheck::default();
-    let mut body = Vec::with_capacity(16 * 1024);
-    let mut stream_ended = false;
-    loop {
-        let now = Instant::now();
-        if !buf.is_empty() {
-            body.clear();
-            let done = match &mut dechunk {
-                Some(d) => match d.decode(&mut buf, &mut body) {
-                    Ok(done) => done,
-                    Err(e) => {
-                        stream.fault = Some(check::Fault::Framing(e.to_string()));
-                        break;
-                    }
-                },
-                None => {
-                    body.extend_from_slice(&buf);
-                    buf.clear();
-                    false
-                }
-            };
-            out.bytes += body.len() as u64;
-            stream.feed(&body, mono(now), wall_ms(), &mut out.latencies);
-            if stream.fault.is_some() {
-                break;
-            }
-            if done {
-                stream_ended = true;
-                out.ended_by = "stream_end";
-                break;
-            }
-        }
-        if now >= deadline {
-            break;
-        }
-        match tokio::time::timeout_at(deadline.into(), sock.read_buf(&mut buf)).await {
-            Err(_) => break,
-            Ok(Ok(0)) => {
-                stream_ended = true;
-                out.ended_by = "server_closed";
-                break;
-            }
-            Ok(Err(_)) => {
-                out.ended_by = "reset";
-                break;
-            }
-            Ok(Ok(_)) => {}
-        }
-    }
-    let end = mono(Instant::now().min(deadline));
-    out.ttfa_ms = stream.first_audio_ms.map(|t| t - mono(start));
-    if let Some(p) = stream.player.as_mut() {
-        p.finish(end, stream_ended);
-        out.stalls = p.stalls;
-        out.stall_ms = p.stall_ms;
-    }
-    out.audio_ms = stream.audio_ms;
-    out.fault = stream.fault;
+    let l = client::listen_stream(ans, start, deadline, epoch).await;
+    out.ttfa_ms = l.ttfa_ms;
+    out.fault = l.fault;
+    out.stalls = l.stalls;
+    out.stall_ms = l.stall_ms;
+    out.bytes = l.bytes;
+    out.audio_ms = l.audio_ms;
+    out.ended_by = l.ended_by;
+    out.latencies = l.latencies;
     out
 }
 
@@ -284,7 +146,7 @@ fn pct(h: &Histogram<u64>, q: f64) -> serde_json::Value {
 }
 
 async fn listen(args: ListenArgs) -> Result<bool, String> {
-    let target = Arc::new(parse_url(&args.url)?);
+    let target = Arc::new(client::parse_url(&args.url)?);
     if args.listeners == 0 || args.duration <= 0.0 || args.ramp <= 0.0 {
         return Err("listeners, duration and ramp must be positive".into());
     }
@@ -413,6 +275,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Listen(args) => runtime.block_on(listen(args)),
+        Command::Storm(args) => runtime.block_on(storm::storm(args)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

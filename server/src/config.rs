@@ -52,6 +52,10 @@ pub struct Config {
     pub reserved_listen: Option<SocketAddr>,
     /// Open connections on the reserved address.
     pub reserved_connections: usize,
+    /// Kernel send buffer per listener socket. Bounded so a listener that
+    /// stops reading costs little kernel memory and is noticed (and cut)
+    /// within seconds instead of after megabytes.
+    pub listener_send_buffer: usize,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             max_memory_mb: 0,
             reserved_listen: None,
             reserved_connections: 256,
+            listener_send_buffer: 32 * 1024,
         }
     }
 }

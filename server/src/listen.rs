@@ -177,6 +177,7 @@ pub async fn serve(
     };
     tracing::debug!(%peer, space = id, "listener joined");
 
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(app.cfg.listener_send_buffer);
     // HTTP/1.1 clients get a chunked body, so the end of a space is a clean
     // end of stream rather than a dropped connection.
     let chunked = req.http_minor >= 1;

@@ -212,16 +212,12 @@ async fn run(cfg: Config) -> Result<(), String> {
     let store = store::Store::open(&cfg.data.join("tribune.db"))
         .await
         .map_err(|e| format!("cannot open database: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener = bind(cfg.listen).map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let reserved = match cfg.reserved_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on reserved address {addr}: {e}"))?,
-        ),
+        Some(addr) => {
+            Some(bind(addr).map_err(|e| format!("cannot listen on reserved address {addr}: {e}"))?)
+        }
         None => None,
     };
     let app = app::App::load(cfg, bound, store, secret, metrics)
@@ -258,6 +254,19 @@ async fn run(cfg: Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Binds with a deep accept queue: in a join storm a short one overflows
+/// and the kernel drops SYNs, which clients only retry a second later.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }
 
 async fn shutdown_signal() {

@@ -342,8 +342,9 @@ fn a_reader_that_cannot_keep_up_is_cut_and_counted() {
     assert!(eventually(Duration::from_secs(5), || {
         s.info(&id)["listeners"] == 2
     }));
-    // far more than socket buffers hold, as fast as the source can send it
-    let body = synthetic_ogg_opus(20_000, 1_200);
+    // far more than the listener's socket buffers hold (32 KiB send buffer),
+    // as fast as the source can send it
+    let body = synthetic_ogg_opus(2_000, 1_000);
     let mut head = format!("PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {host}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     head.extend_from_slice(&body);
     let r = raw_request(s.addr, &head, Duration::from_secs(60));
