@@ -90,6 +90,8 @@ struct Class {
     wait_ms: Vec<f64>,
     /// Slow readers the server cut.
     cut: u64,
+    /// How admitted legitimate listeners' streams ended.
+    ended_by: BTreeMap<&'static str, u64>,
 }
 
 impl Class {
@@ -122,6 +124,7 @@ impl Class {
             "validation_faults": self.faults,
             "wait_for_admission_ms": hist(&self.wait_ms),
             "slow_readers_cut": self.cut,
+            "ended_by": self.ended_by,
         })
     }
 }
@@ -185,6 +188,7 @@ async fn legit(
                 c.stalls += u64::from(l.stalls);
                 c.faults += u64::from(l.fault.is_some());
                 c.failed += u64::from(l.fault.is_some() || l.stalls > 0);
+                *c.ended_by.entry(l.ended_by).or_default() += 1;
             });
             return;
         }
@@ -451,8 +455,9 @@ pub async fn storm(args: StormArgs) -> Result<bool, String> {
     let (admitted, never, stalls, faults, failed) = legit.map_or((0, 0, 0, 0, 0), |c| {
         (c.admitted, c.never_admitted, c.stalls, c.faults, c.failed)
     });
+    let ended = legit.map(|c| c.ended_by.clone()).unwrap_or_default();
     println!(
-        "  legit: admitted {admitted} (at most {peak} at once), never admitted {never}, stalls among admitted {stalls}, faults {faults}"
+        "  legit: admitted {admitted} (at most {peak} at once), never admitted {never}, stalls among admitted {stalls}, faults {faults}, streams ended by {ended:?}"
     );
     if let Some(path) = &args.json {
         std::fs::write(

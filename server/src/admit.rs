@@ -129,20 +129,54 @@ pub enum Join {
     Refused(Refused),
 }
 
-/// Decides a listener join from `ip`, holding `ticket` (as sent) or none.
-/// `pass` asks for a pass instead of an immediate admission.
-pub fn join(app: &App, ip: IpAddr, ticket: Option<&str>, replay_url: &str, pass: bool) -> Join {
+/// The first check on a join: the per-IP join rate (a map lookup).
+pub fn check_join_rate(app: &App, ip: IpAddr) -> Result<(), Refused> {
     let now = app.mono_ms();
-    let mut adm = lock(app);
-    if let Err(Refusal::JoinRate { retry_after_ms }) = adm.door.join(ip, now) {
+    if let Err(Refusal::JoinRate { retry_after_ms }) = lock(app).door.join(ip, now) {
         let secs = retry_secs(retry_after_ms);
-        return Join::Refused(Refused {
+        return Err(Refused {
             status: 429,
             reason: "join_rate",
             retry_after: Some(secs),
             body: json!({"error": "too many joins from your address; slow down", "retry_after": secs}),
         });
     }
+    Ok(())
+}
+
+/// For private spaces: a listener token for this space (signature and
+/// expiry checked) before anything is allocated for the listener.
+pub fn check_private(app: &App, space_id: &str, token: Option<&str>) -> Result<(), Refused> {
+    let refused = |status, reason, message: String| Refused {
+        status,
+        reason,
+        retry_after: None,
+        body: json!({"error": message}),
+    };
+    let Some(token) = token else {
+        return Err(refused(
+            401,
+            "token_missing",
+            "this space is private: listen with ?token=<listener token>".into(),
+        ));
+    };
+    crate::auth::verify(&app.secret, token, now_secs())
+        .and_then(|c| {
+            crate::auth::require(
+                &c,
+                space_id,
+                tribune_core::token::Role::Listener,
+                "listening to this space",
+            )
+        })
+        .map_err(|e| refused(e.status(), "token_invalid", e.to_string()))
+}
+
+/// Decides a listener join holding `ticket` (as sent) or none, after the
+/// cheaper checks passed. `pass` asks for a pass instead of an admission.
+pub fn join(app: &App, ticket: Option<&str>, replay_url: &str, pass: bool) -> Join {
+    let now = app.mono_ms();
+    let mut adm = lock(app);
     let ticket = match ticket.map(|t| verify_ticket(t, app.boot, &app.secret, now_secs())) {
         None => None,
         Some(Ok(t)) => Some(t),

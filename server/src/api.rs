@@ -129,6 +129,7 @@ fn space_json(app: &App, e: &SpaceEntry) -> Value {
         "ended_at": e.row.ended_at,
         "listeners": listeners,
         "peak_listeners": peak,
+        "private": e.row.private,
         "source_connected": source,
         "packets": packets,
         "urls": {
@@ -156,6 +157,9 @@ struct CreateSpace {
     title: String,
     /// When the space is planned to start (ms since the Unix epoch).
     scheduled_at: Option<u64>,
+    /// Only listeners with a token for the space may listen.
+    #[serde(default)]
+    private: bool,
 }
 
 async fn create_space(
@@ -180,7 +184,9 @@ async fn create_space(
             "title must be 1 to 200 characters",
         ));
     }
-    let row = app.create(title, req.scheduled_at, &claims.sub).await?;
+    let row = app
+        .create(title, req.scheduled_at, req.private, &claims.sub)
+        .await?;
     let entry = SpaceEntry { row, live: None };
     let mut body = space_json(&app, &entry);
     // The creator gets a host token for the new space.
@@ -272,6 +278,7 @@ async fn mint_token(
 #[derive(Deserialize)]
 struct AdmissionQuery {
     ticket: Option<String>,
+    token: Option<String>,
 }
 
 /// For pages: asks to listen before opening the stream. Admitted: a pass
@@ -300,7 +307,17 @@ async fn admission(
         }
         SpaceState::Live => {}
     }
-    match crate::admit::join(&app, peer.ip(), q.ticket.as_deref(), &replay, true) {
+    let verdict = crate::admit::check_join_rate(&app, peer.ip())
+        .and_then(|()| {
+            if e.row.private {
+                crate::admit::check_private(&app, &id, q.token.as_deref())
+            } else {
+                Ok(())
+            }
+        })
+        .map(|()| crate::admit::join(&app, q.ticket.as_deref(), &replay, true))
+        .unwrap_or_else(crate::admit::Join::Refused);
+    match verdict {
         crate::admit::Join::Pass(pass) => {
             let live = format!(
                 "{}?ticket={pass}",

@@ -161,6 +161,7 @@ impl App {
         &self,
         title: &str,
         scheduled_at: Option<u64>,
+        private: bool,
         created_by: &str,
     ) -> Result<SpaceRow, AppError> {
         let row = SpaceRow {
@@ -173,6 +174,7 @@ impl App {
             started_at: None,
             ended_at: None,
             peak_listeners: 0,
+            private,
         };
         self.store.insert(&row).await?;
         self.spaces

@@ -73,6 +73,8 @@ pub struct ListenRequest {
     pub head_only: bool,
     pub wants_html: bool,
     pub ticket: Option<String>,
+    /// A listener token (private spaces), from `?token=` or Bearer.
+    pub token: Option<String>,
     pub http_minor: u8,
 }
 
@@ -82,6 +84,10 @@ impl ListenRequest {
             head_only: head.method == "HEAD",
             wants_html: head.wants_html(),
             ticket: head.query_param("ticket").map(str::to_string),
+            token: head
+                .query_param("token")
+                .map(str::to_string)
+                .or_else(|| crate::auth::token_from_header(head.header("authorization")).ok()),
             http_minor: head.minor,
         }
     }
@@ -141,7 +147,18 @@ pub async fn serve(
         }
     };
     let replay = format!("{base}/spaces/{id}/replay.opus");
-    match admit::join(app, peer.ip(), req.ticket.as_deref(), &replay, false) {
+    // cheapest first: the join rate, then the token, then the waiting room
+    let verdict = admit::check_join_rate(app, peer.ip())
+        .and_then(|()| {
+            if entry.row.private {
+                admit::check_private(app, id, req.token.as_deref())
+            } else {
+                Ok(())
+            }
+        })
+        .map(|()| admit::join(app, req.ticket.as_deref(), &replay, false))
+        .unwrap_or_else(Join::Refused);
+    match verdict {
         Join::Admitted => {}
         Join::Pass(_) => unreachable!("passes are only issued when asked for"),
         Join::Refused(r) => {

@@ -17,6 +17,8 @@ pub struct SpaceRow {
     pub started_at: Option<u64>,
     pub ended_at: Option<u64>,
     pub peak_listeners: u64,
+    /// Only listeners with a token for this space may listen.
+    pub private: bool,
 }
 
 #[derive(Clone)]
@@ -49,8 +51,8 @@ impl Store {
 
     pub async fn insert(&self, s: &SpaceRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO spaces (id, title, state, created_by, created_at, scheduled_at, started_at, ended_at, peak_listeners) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO spaces (id, title, state, created_by, created_at, scheduled_at, started_at, ended_at, peak_listeners, private) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.title)
@@ -61,6 +63,7 @@ impl Store {
         .bind(from_u64(s.started_at))
         .bind(from_u64(s.ended_at))
         .bind(s.peak_listeners as i64)
+        .bind(s.private)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -98,6 +101,7 @@ impl Store {
                     started_at: to_u64(r.try_get("started_at")?),
                     ended_at: to_u64(r.try_get("ended_at")?),
                     peak_listeners: to_u64(r.try_get("peak_listeners")?).unwrap_or(0),
+                    private: r.try_get("private")?,
                 })
             })
             .collect()

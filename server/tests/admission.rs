@@ -227,3 +227,83 @@ fn the_reserved_lane_stays_open_for_sources_during_a_flood() {
     );
     assert_eq!(r.status, 403);
 }
+
+#[test]
+fn private_spaces_check_the_token_before_anything_is_allocated() {
+    let s = Server::start(&[]);
+    let admin = s.token("admin", None, "1h");
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/spaces",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        Some(r#"{"title":"Members only","private":true}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let host = r.json()["host_token"].as_str().unwrap().to_string();
+    request(
+        s.addr,
+        "POST",
+        &format!("/api/spaces/{id}/start"),
+        &[("Authorization", &format!("Bearer {host}"))],
+        None,
+    );
+
+    let r = answer(open_listener(&s, &id, ""));
+    assert_eq!(r.status, 401, "{}", r.text());
+    // forged: a well-formed listener token signed elsewhere
+    let claims = tribune_core::token::Claims::new(
+        "x",
+        tribune_core::token::Role::Listener,
+        Some(&id),
+        1_700_000_000,
+        1_000_000_000,
+    );
+    let forged = tribune_core::token::sign(&claims, b"some other node's secret.........").unwrap();
+    let r = answer(open_listener(&s, &id, &format!("?token={forged}")));
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("signature"), "{}", r.text());
+    // expired, and for another space
+    let expired = s.token("listener", Some(&id), "1s");
+    let other = s.token("listener", Some("another"), "1h");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        answer(open_listener(&s, &id, &format!("?token={expired}"))).status,
+        401
+    );
+    assert_eq!(
+        answer(open_listener(&s, &id, &format!("?token={other}"))).status,
+        403
+    );
+    // none of that reached the waiting room or the listener count
+    assert_eq!(s.info(&id)["listeners"], 0);
+    let m = s.metrics();
+    assert!(
+        metric(&m, "tribune_listener_rejects_total", "token_invalid") >= 3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "tribune_listener_rejects_total", "waiting_room"),
+        0.0
+    );
+    // a valid listener token gets in, by query or by header
+    let good = s.token("listener", Some(&id), "1h");
+    let mut sock = open_listener(&s, &id, &format!("?token={good}"));
+    let mut head = [0u8; 12];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut sock = TcpStream::connect(s.addr).unwrap();
+    write!(
+        sock,
+        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {good}\r\n\r\n"
+    )
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(eventually(Duration::from_secs(3), || s.info(&id)
+        ["listeners"]
+        == 2));
+}
