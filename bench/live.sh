@@ -31,7 +31,7 @@ rss() { awk '/VmRSS/{print $2}' /proc/$SERVER/status; }
 RSS0=$(rss)
 RAMP=${RAMP:-2000}
 target/release/tribune-load listen "http://127.0.0.1:$PORT/spaces/$ID/live.opus" \
-  --listeners "$N" --ramp "$RAMP" --duration "$SECS" --bind 127.0.0.2,127.0.0.3,127.0.0.4 \
+  --listeners "$N" --ramp "$RAMP" --duration "$SECS" --bind 127.0.0.2,127.0.0.3,127.0.0.4 --workers "${WORKERS:-1}" \
   --json "${JSON_OUT:-/dev/null}" &
 LOAD=$!
 # steady state: from when the ramp is done until shortly before listeners leave

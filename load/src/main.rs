@@ -10,7 +10,7 @@ mod storm;
 use clap::{Parser, Subcommand};
 use client::{Failure, Target};
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -59,6 +59,13 @@ struct ListenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Worker processes to spread listeners over (each holds at most
+    /// ~19,000 sockets under a 20,000 open-file limit).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Include mergeable histograms in the JSON (used between workers).
+    #[arg(long, hide = true)]
+    emit_histograms: bool,
 }
 
 #[derive(Default)]
@@ -137,7 +144,7 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn pct(h: &Histogram<u64>, q: f64) -> serde_json::Value {
+fn pct(h: &Histogram<u64>, q: f64) -> Value {
     if h.is_empty() {
         json!(null)
     } else {
@@ -145,120 +152,321 @@ fn pct(h: &Histogram<u64>, q: f64) -> serde_json::Value {
     }
 }
 
+fn new_hist() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("3 significant figures is valid")
+}
+
+fn hist_to_b64(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    let mut buf = Vec::new();
+    use hdrhistogram::serialization::Serializer;
+    let _ = hdrhistogram::serialization::V2Serializer::new().serialize(h, &mut buf);
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+fn hist_from_b64(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &raw[..])
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// What a run (or a worker's share of it) measured; mergeable.
+struct Totals {
+    listeners: u64,
+    passed: u64,
+    statuses: BTreeMap<String, u64>,
+    unanswered: u64,
+    connect_errors: u64,
+    faults: BTreeMap<String, u64>,
+    ended: BTreeMap<String, u64>,
+    stalls: u64,
+    stall_ms: f64,
+    bytes: u64,
+    cpu: f64,
+    elapsed: f64,
+    ttfa: Histogram<u64>,
+    latency: Histogram<u64>,
+}
+
+impl Totals {
+    fn from_outcomes(outcomes: &[Outcome], cpu: f64, elapsed: f64) -> Totals {
+        let mut t = Totals {
+            listeners: outcomes.len() as u64,
+            passed: 0,
+            statuses: BTreeMap::new(),
+            unanswered: 0,
+            connect_errors: 0,
+            faults: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            stalls: 0,
+            stall_ms: 0.0,
+            bytes: 0,
+            cpu,
+            elapsed,
+            ttfa: new_hist(),
+            latency: new_hist(),
+        };
+        for o in outcomes {
+            t.passed += u64::from(o.passed());
+            t.unanswered += u64::from(o.unanswered);
+            t.connect_errors += u64::from(o.connect_error.is_some());
+            if let Some(s) = o.status {
+                *t.statuses.entry(s.to_string()).or_default() += 1;
+                if s == 200 {
+                    *t.ended.entry(o.ended_by.to_string()).or_default() += 1;
+                }
+            }
+            if let Some(f) = &o.fault {
+                *t.faults.entry(f.kind().to_string()).or_default() += 1;
+            }
+            if let Some(v) = o.ttfa_ms {
+                let _ = t.ttfa.record(v.max(0.0) as u64);
+            }
+            for l in &o.latencies {
+                let _ = t.latency.record(l.max(0.0) as u64);
+            }
+            t.stalls += u64::from(o.stalls);
+            t.stall_ms += o.stall_ms;
+            t.bytes += o.bytes;
+        }
+        t
+    }
+
+    fn to_json(&self, url: &str, with_histograms: bool) -> Value {
+        let mut v = json!({
+            "url": url,
+            "listeners": self.listeners,
+            "passed": self.passed,
+            "failed": self.listeners - self.passed,
+            "statuses": self.statuses,
+            "unanswered": self.unanswered,
+            "connect_errors": self.connect_errors,
+            "validation_faults": self.faults,
+            "ended_by": self.ended,
+            "stalls": self.stalls,
+            "stall_seconds": self.stall_ms / 1000.0,
+            "time_to_first_audio_ms": {"p50": pct(&self.ttfa, 0.5), "p99": pct(&self.ttfa, 0.99), "max": pct(&self.ttfa, 1.0)},
+            "latency_ms": {"p50": pct(&self.latency, 0.5), "p99": pct(&self.latency, 0.99), "max": pct(&self.latency, 1.0), "samples": self.latency.len()},
+            "bytes": self.bytes,
+            "elapsed_seconds": self.elapsed,
+            "load_cpu_seconds": self.cpu,
+        });
+        if with_histograms {
+            v["histograms"] =
+                json!({"ttfa": hist_to_b64(&self.ttfa), "latency": hist_to_b64(&self.latency)});
+        }
+        v
+    }
+
+    fn from_json(v: &Value) -> Result<Totals, String> {
+        let map = |k: &str| -> BTreeMap<String, u64> {
+            v[k].as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Ok(Totals {
+            listeners: n("listeners"),
+            passed: n("passed"),
+            statuses: map("statuses"),
+            unanswered: n("unanswered"),
+            connect_errors: n("connect_errors"),
+            faults: map("validation_faults"),
+            ended: map("ended_by"),
+            stalls: n("stalls"),
+            stall_ms: v["stall_seconds"].as_f64().unwrap_or(0.0) * 1000.0,
+            bytes: n("bytes"),
+            cpu: v["load_cpu_seconds"].as_f64().unwrap_or(0.0),
+            elapsed: v["elapsed_seconds"].as_f64().unwrap_or(0.0),
+            ttfa: hist_from_b64(
+                v["histograms"]["ttfa"]
+                    .as_str()
+                    .ok_or("worker report without histograms")?,
+            )?,
+            latency: hist_from_b64(
+                v["histograms"]["latency"]
+                    .as_str()
+                    .ok_or("worker report without histograms")?,
+            )?,
+        })
+    }
+
+    fn merge(&mut self, o: Totals) {
+        let add = |a: &mut BTreeMap<String, u64>, b: BTreeMap<String, u64>| {
+            for (k, n) in b {
+                *a.entry(k).or_default() += n;
+            }
+        };
+        self.listeners += o.listeners;
+        self.passed += o.passed;
+        add(&mut self.statuses, o.statuses);
+        self.unanswered += o.unanswered;
+        self.connect_errors += o.connect_errors;
+        add(&mut self.faults, o.faults);
+        add(&mut self.ended, o.ended);
+        self.stalls += o.stalls;
+        self.stall_ms += o.stall_ms;
+        self.bytes += o.bytes;
+        self.cpu += o.cpu;
+        self.elapsed = self.elapsed.max(o.elapsed);
+        let _ = self.ttfa.add(&o.ttfa);
+        let _ = self.latency.add(&o.latency);
+    }
+
+    fn print(&self, url: &str, workers: usize) {
+        let r = self.to_json(url, false);
+        println!(
+            "tribune-load: {} listeners on {url} ({workers} worker process(es))",
+            self.listeners
+        );
+        println!(
+            "  answered: {:?}  unanswered: {}  connect errors: {}",
+            self.statuses, self.unanswered, self.connect_errors
+        );
+        println!(
+            "  time to first audio ms: p50 {} p99 {} max {}",
+            r["time_to_first_audio_ms"]["p50"],
+            r["time_to_first_audio_ms"]["p99"],
+            r["time_to_first_audio_ms"]["max"]
+        );
+        println!(
+            "  ingest-to-listener latency ms: p50 {} p99 {} max {} ({} pages)",
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p99"],
+            r["latency_ms"]["max"],
+            self.latency.len()
+        );
+        println!(
+            "  stalls: {} ({:.1} s)  validation faults: {:?}  ended by: {:?}",
+            self.stalls,
+            self.stall_ms / 1000.0,
+            self.faults,
+            self.ended
+        );
+        println!(
+            "  bytes: {}  elapsed: {:.1} s  load generator CPU: {:.2} s",
+            self.bytes, self.elapsed, self.cpu
+        );
+    }
+}
+
+/// Runs `workers` copies of this program, each with its share of the
+/// listeners and source addresses (one process holds at most ~19,000
+/// sockets here), and merges their reports.
+fn run_workers(args: &ListenArgs) -> Result<Totals, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("tribune-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let k = args.workers;
+    let mut children = Vec::new();
+    for i in 0..k {
+        let n = args.listeners / k + usize::from(i < args.listeners % k);
+        let binds: Vec<String> = args
+            .bind
+            .iter()
+            .skip(i % args.bind.len().max(1))
+            .step_by(k.min(args.bind.len()).max(1))
+            .map(|ip| ip.to_string())
+            .collect();
+        let json = dir.join(format!("worker-{i}.json"));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["listen", &args.url, "--listeners", &n.to_string()])
+            .args([
+                "--ramp",
+                &(args.ramp / k as f64).to_string(),
+                "--duration",
+                &args.duration.to_string(),
+            ])
+            .args([
+                "--answer-timeout",
+                &args.answer_timeout.to_string(),
+                "--emit-histograms",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::process::Stdio::null());
+        if !binds.is_empty() {
+            cmd.arg("--bind").arg(binds.join(","));
+        }
+        children.push((
+            cmd.spawn()
+                .map_err(|e| format!("cannot start worker: {e}"))?,
+            json,
+        ));
+    }
+    let mut total: Option<Totals> = None;
+    for (mut child, json) in children {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&json)
+            .map_err(|e| format!("worker report {}: {e}", json.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let t = Totals::from_json(&v)?;
+        match &mut total {
+            None => total = Some(t),
+            Some(acc) => acc.merge(t),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    total.ok_or_else(|| "no workers ran".to_string())
+}
+
 async fn listen(args: ListenArgs) -> Result<bool, String> {
     let target = Arc::new(client::parse_url(&args.url)?);
-    if args.listeners == 0 || args.duration <= 0.0 || args.ramp <= 0.0 {
-        return Err("listeners, duration and ramp must be positive".into());
+    if args.listeners == 0 || args.duration <= 0.0 || args.ramp <= 0.0 || args.workers == 0 {
+        return Err("listeners, duration, ramp and workers must be positive".into());
     }
-    let args = Arc::new(args);
-    let epoch = Instant::now();
-    let outcomes = Arc::new(Mutex::new(Vec::with_capacity(args.listeners)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let cpu0 = cpu_seconds();
-    for i in 0..args.listeners {
-        let due = epoch + Duration::from_secs_f64(i as f64 / args.ramp);
-        tokio::time::sleep_until(due.into()).await;
-        let bind = (!args.bind.is_empty()).then(|| args.bind[i % args.bind.len()]);
-        let (target, a, outcomes) = (target.clone(), args.clone(), outcomes.clone());
-        tasks.spawn(async move {
-            let o = one_listener(target, bind, a, epoch).await;
-            outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let elapsed = epoch.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
-
-    let mut ttfa = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut ended: BTreeMap<&str, u64> = BTreeMap::new();
-    let (mut passed, mut stalls, mut stall_ms, mut bytes, mut unanswered, mut connect_errors) =
-        (0u64, 0u64, 0.0, 0u64, 0u64, 0u64);
-    for o in &outcomes {
-        if o.passed() {
-            passed += 1;
+    let totals = if args.workers > 1 {
+        let a = args.clone();
+        tokio::task::spawn_blocking(move || run_workers(&a))
+            .await
+            .map_err(|e| e.to_string())??
+    } else {
+        let args = Arc::new(args.clone());
+        let epoch = Instant::now();
+        let outcomes = Arc::new(Mutex::new(Vec::with_capacity(args.listeners)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let cpu0 = cpu_seconds();
+        for i in 0..args.listeners {
+            let due = epoch + Duration::from_secs_f64(i as f64 / args.ramp);
+            tokio::time::sleep_until(due.into()).await;
+            let bind = (!args.bind.is_empty()).then(|| args.bind[i % args.bind.len()]);
+            let (target, a, outcomes) = (target.clone(), args.clone(), outcomes.clone());
+            tasks.spawn(async move {
+                let o = one_listener(target, bind, a, epoch).await;
+                outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+            });
         }
-        if o.unanswered {
-            unanswered += 1;
-        }
-        if o.connect_error.is_some() {
-            connect_errors += 1;
-        }
-        if let Some(s) = o.status {
-            *statuses.entry(s.to_string()).or_default() += 1;
-            if s == 200 {
-                *ended.entry(o.ended_by).or_default() += 1;
-            }
-        }
-        if let Some(f) = &o.fault {
-            *faults.entry(f.kind()).or_default() += 1;
-        }
-        if let Some(t) = o.ttfa_ms {
-            let _ = ttfa.record(t.max(0.0) as u64);
-        }
-        for l in &o.latencies {
-            let _ = latency.record(l.max(0.0) as u64);
-        }
-        stalls += u64::from(o.stalls);
-        stall_ms += o.stall_ms;
-        bytes += o.bytes;
-    }
-    let failed = outcomes.len() as u64 - passed;
-    let report = json!({
-        "url": args.url,
-        "listeners": outcomes.len(),
-        "passed": passed,
-        "failed": failed,
-        "statuses": statuses,
-        "unanswered": unanswered,
-        "connect_errors": connect_errors,
-        "validation_faults": faults,
-        "ended_by": ended,
-        "stalls": stalls,
-        "stall_seconds": stall_ms / 1000.0,
-        "time_to_first_audio_ms": {"p50": pct(&ttfa, 0.5), "p99": pct(&ttfa, 0.99), "max": pct(&ttfa, 1.0)},
-        "latency_ms": {"p50": pct(&latency, 0.5), "p99": pct(&latency, 0.99), "max": pct(&latency, 1.0), "samples": latency.len()},
-        "bytes": bytes,
-        "elapsed_seconds": elapsed,
-        "load_cpu_seconds": cpu,
-    });
-    println!("tribune-load: {} listeners on {}", outcomes.len(), args.url);
-    println!(
-        "  answered: {:?}  unanswered: {unanswered}  connect errors: {connect_errors}",
-        statuses
-    );
-    println!(
-        "  time to first audio ms: p50 {} p99 {} max {}",
-        report["time_to_first_audio_ms"]["p50"],
-        report["time_to_first_audio_ms"]["p99"],
-        report["time_to_first_audio_ms"]["max"]
-    );
-    println!(
-        "  ingest-to-listener latency ms: p50 {} p99 {} max {} ({} pages)",
-        report["latency_ms"]["p50"],
-        report["latency_ms"]["p99"],
-        report["latency_ms"]["max"],
-        latency.len()
-    );
-    println!(
-        "  stalls: {stalls} ({:.1} s)  validation faults: {:?}  ended by: {:?}",
-        stall_ms / 1000.0,
-        faults,
-        ended
-    );
-    println!("  bytes: {bytes}  elapsed: {elapsed:.1} s  load generator CPU: {cpu:.2} s");
+        while tasks.join_next().await.is_some() {}
+        let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+        Totals::from_outcomes(
+            &outcomes,
+            cpu_seconds() - cpu0,
+            epoch.elapsed().as_secs_f64(),
+        )
+    };
+    totals.print(&args.url, args.workers);
     if let Some(path) = &args.json {
+        let report = totals.to_json(&args.url, args.emit_histograms);
         std::fs::write(
             path,
             serde_json::to_string_pretty(&report).unwrap_or_default(),
         )
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(faults.is_empty())
+    println!(
+        "{} passed, {} failed",
+        totals.passed,
+        totals.listeners - totals.passed
+    );
+    Ok(totals.faults.is_empty())
 }
 
 fn main() -> ExitCode {
