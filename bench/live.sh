@@ -1,36 +1,59 @@
 #!/usr/bin/env bash
-# Ingest-to-listener latency, time to first audio and stalls with N real
-# listeners on one Tribune node, fed by real ffmpeg at 32 kbps Opus.
-# Usage: bench/live.sh [listeners] [seconds] [flush_ms]
+# Steady-state fan-out on one node: N real listeners (validated, player
+# model) on a 32 kbps Opus program fed by real ffmpeg, against
+#   SERVER=tribune (default) | floor (bench/floor: the least a server can do)
+#   | icecast (Debian's Icecast 2.4, ~1 s burst).
+# Usage: [SERVER=..] [WORKERS=k] [RAMP=2000] bench/live.sh [listeners] [seconds] [flush_ms]
 # Loopback only; bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-1000}; SECS=${2:-20}; FLUSH=${3:-200}; PORT=${PORT:-18090}
+N=${1:-1000}; SECS=${2:-20}; FLUSH=${3:-200}; PORT=${PORT:-18090}; SERVER=${SERVER:-tribune}
 scripts/install-deps.sh run
-cargo build --release -q --bin tribune --bin tribune-load
+cargo build --release -q --bin tribune --bin tribune-load --bin tribune-floor
 DATA=$(mktemp -d)
-target/release/tribune serve --listen 127.0.0.1:$PORT --data "$DATA" --flush-ms "$FLUSH" \
-  --max-listeners $((N + 100)) --per-ip-connections 0 --per-subnet-connections 0 --joins-per-ip 0 \
-  >"$DATA/stdout" 2>"$DATA/stderr" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null; kill $SOURCE 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 50); do grep -q "listening" "$DATA/stdout" 2>/dev/null && break; sleep 0.1; done
-ADMIN=$(target/release/tribune token --data "$DATA" --role admin)
-api() { curl -sf -X POST -H "Authorization: Bearer $1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://127.0.0.1:$PORT$2"; }
-SPACE=$(api "$ADMIN" /api/spaces '{"title":"bench"}')
-ID=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-HOST=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["host_token"])')
-api "$HOST" /api/spaces/$ID/start >/dev/null
-ffmpeg -nostdin -v error -re -f lavfi -i "sine=frequency=440:duration=$((SECS * 2 + N / 500 + 10))" \
-  -c:a libopus -b:a 32k -page_duration 20000 -content_type audio/ogg -f ogg \
-  "icecast://source:$HOST@127.0.0.1:$PORT/spaces/$ID/source" 2>/dev/null &
-SOURCE=$!
+PIDS=()
+trap 'kill ${PIDS[@]+"${PIDS[@]}"} 2>/dev/null; rm -rf "$DATA"' EXIT
+TONE="sine=frequency=440:duration=$((SECS * 2 + N / 500 + 10))"
+OPUS=(-c:a libopus -b:a 32k -page_duration 20000 -content_type audio/ogg -f ogg)
+case "$SERVER" in
+  tribune)
+    target/release/tribune serve --listen 127.0.0.1:$PORT --data "$DATA" --flush-ms "$FLUSH" \
+      --max-listeners $((N + 100)) --per-ip-connections 0 --per-subnet-connections 0 --joins-per-ip 0 \
+      >"$DATA/stdout" 2>"$DATA/stderr" &
+    SPID=$!; PIDS+=($SPID)
+    for _ in $(seq 50); do grep -q "listening" "$DATA/stdout" 2>/dev/null && break; sleep 0.1; done
+    ADMIN=$(target/release/tribune token --data "$DATA" --role admin)
+    api() { curl -sf -X POST -H "Authorization: Bearer $1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://127.0.0.1:$PORT$2"; }
+    SPACE=$(api "$ADMIN" /api/spaces '{"title":"bench"}')
+    ID=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    HOST=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["host_token"])')
+    api "$HOST" /api/spaces/$ID/start >/dev/null
+    ffmpeg -nostdin -v error -re -f lavfi -i "$TONE" "${OPUS[@]}" \
+      "icecast://source:$HOST@127.0.0.1:$PORT/spaces/$ID/source" 2>/dev/null &
+    PIDS+=($!)
+    URL="http://127.0.0.1:$PORT/spaces/$ID/live.opus" ;;
+  floor)
+    ffmpeg -nostdin -v error -re -f lavfi -i "$TONE" "${OPUS[@]}" - 2>/dev/null \
+      | target/release/tribune-floor 127.0.0.1:$PORT "$FLUSH" 2 >"$DATA/stdout" &
+    PIDS+=($!)
+    sleep 0.5; SPID=$(pgrep -f "tribune-floor 127.0.0.1:$PORT"); PIDS+=($SPID)
+    URL="http://127.0.0.1:$PORT/live.opus" ;;
+  icecast)
+    source bench/icecast.sh
+    start_icecast "$PORT" $((N + 100)) "$DATA"
+    SPID=$ICECAST_PID; PIDS+=($SPID)
+    ffmpeg -nostdin -v error -re -f lavfi -i "$TONE" "${OPUS[@]}" \
+      "icecast://source:hackme@127.0.0.1:$PORT/live.opus" 2>/dev/null &
+    PIDS+=($!)
+    URL="http://127.0.0.1:$PORT/live.opus" ;;
+  *) echo "SERVER must be tribune, floor or icecast" >&2; exit 2 ;;
+esac
 sleep 2
-cpu() { awk '{print $14+$15}' /proc/$SERVER/stat; }
-rss() { awk '/VmRSS/{print $2}' /proc/$SERVER/status; }
+cpu() { awk '{print $14+$15}' /proc/$SPID/stat; }
+rss() { awk '/VmRSS/{print $2}' /proc/$SPID/status; }
 RSS0=$(rss)
 RAMP=${RAMP:-2000}
-target/release/tribune-load listen "http://127.0.0.1:$PORT/spaces/$ID/live.opus" \
+target/release/tribune-load listen "$URL" \
   --listeners "$N" --ramp "$RAMP" --duration "$SECS" --bind 127.0.0.2,127.0.0.3,127.0.0.4 --workers "${WORKERS:-1}" \
   --json "${JSON_OUT:-/dev/null}" &
 LOAD=$!
@@ -41,11 +64,11 @@ C0=$(cpu); T0=$(date +%s.%N)
 sleep "$(python3 -c "print(max(1, $SECS - 4))")"
 C1=$(cpu); T1=$(date +%s.%N); RSS1=$(rss)
 wait $LOAD || true
-python3 - "$N" "$C0" "$C1" "$T0" "$T1" "$RSS0" "$RSS1" "$FLUSH" <<'PY'
+python3 - "$SERVER" "$N" "$C0" "$C1" "$T0" "$T1" "$RSS0" "$RSS1" "$FLUSH" <<'PY'
 import sys
-n, c0, c1, t0, t1, r0, r1, flush = sys.argv[1:]
+server, n, c0, c1, t0, t1, r0, r1, flush = sys.argv[1:]
 n = int(n); secs = float(t1) - float(t0); cpu = (int(c1) - int(c0)) / 100.0
-print(f"server: flush {flush} ms, {n} listeners, steady {secs:.1f} s: "
+print(f"{server}: flush {flush} ms, {n} listeners, steady {secs:.1f} s: "
       f"CPU {cpu:.2f} s = {cpu / (n * secs) * 1e6:.1f} us per listener-second; "
       f"RSS {int(r0)//1024} MiB idle -> {int(r1)//1024} MiB ({(int(r1)-int(r0))/n:.2f} KiB per listener)")
 PY
