@@ -14,15 +14,15 @@ use tribune_media::ogg_page::{scan_page, ScanError};
 struct Shared {
     /// Header pages (OpusHead, OpusTags) sent to every new socket.
     headers: Vec<u8>,
-    /// Recent pages for the ~1 s burst.
+    /// Recently flushed pages, for the ~1 s burst.
     recent: Vec<Vec<u8>>,
     /// Pages since the last flush.
-    pending: Vec<u8>,
+    pending: Vec<Vec<u8>>,
     /// The current flush's bytes and its number.
     flush: Arc<Vec<u8>>,
     flush_no: u64,
-    /// New sockets per worker.
-    inbox: Vec<Vec<TcpStream>>,
+    /// New sockets per worker, with the flush their burst reached.
+    inbox: Vec<Vec<(TcpStream, u64)>>,
 }
 
 fn main() {
@@ -68,11 +68,7 @@ fn main() {
                 if pages_seen < 2 {
                     g.headers.extend_from_slice(&page);
                 } else {
-                    g.recent.push(page.clone());
-                    if g.recent.len() > 50 {
-                        g.recent.remove(0);
-                    }
-                    g.pending.extend_from_slice(&page);
+                    g.pending.push(page);
                 }
                 pages_seen += 1;
             }
@@ -87,8 +83,12 @@ fn main() {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             let mut g = s.0.lock().unwrap();
             if !g.pending.is_empty() {
-                g.flush = Arc::new(std::mem::take(&mut g.pending));
+                let pages = std::mem::take(&mut g.pending);
+                g.flush = Arc::new(pages.concat());
                 g.flush_no += 1;
+                g.recent.extend(pages);
+                let excess = g.recent.len().saturating_sub(50);
+                g.recent.drain(..excess);
                 s.1.notify_all();
             }
         }
@@ -108,10 +108,13 @@ fn main() {
                     seen = g.flush_no;
                     (g.flush.clone(), std::mem::take(&mut g.inbox[w]))
                 };
-                socks.extend(newcomers);
+                // a newcomer whose burst already holds this flush waits for the next
+                let (now, later): (Vec<_>, Vec<_>) = newcomers.into_iter().partition(|(_, f)| *f < seen);
                 // a socket that cannot take a whole flush at once is dropped:
                 // the floor keeps no backlog
+                socks.extend(now.into_iter().map(|(sock, _)| sock));
                 socks.retain_mut(|sock| matches!(sock.write(&flush), Ok(n) if n == flush.len()));
+                s.0.lock().unwrap().inbox[w].extend(later);
             }
         });
     }
@@ -125,19 +128,19 @@ fn main() {
         if !matches!(sock.read(&mut req), Ok(n) if n > 0) {
             continue;
         }
-        let (headers, burst) = {
-            let g = shared.0.lock().unwrap();
-            let take = g.recent.len().min(50); // ~1 s of 20 ms pages
-            (
-                g.headers.clone(),
-                g.recent[g.recent.len() - take..].concat(),
-            )
-        };
-        let _ = sock.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: audio/ogg\r\n\r\n");
-        let _ = sock.write_all(&headers);
-        let _ = sock.write_all(&burst);
-        let _ = sock.set_nonblocking(true);
-        shared.0.lock().unwrap().inbox[next_worker].push(sock);
+        // burst and hand-over under one lock, so no flush falls between them
+        let mut g = shared.0.lock().unwrap();
+        let mut first = b"HTTP/1.0 200 OK\r\nContent-Type: audio/ogg\r\n\r\n".to_vec();
+        first.extend_from_slice(&g.headers);
+        for p in &g.recent {
+            first.extend_from_slice(p); // ~1 s of 20 ms pages
+        }
+        if sock.write_all(&first).is_err() || sock.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let flush_no = g.flush_no;
+        g.inbox[next_worker].push((sock, flush_no));
+        drop(g);
         next_worker = (next_worker + 1) % threads;
     }
 }
