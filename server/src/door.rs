@@ -67,10 +67,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router, lane: L
                 };
                 let app = app.clone();
                 let router = router.clone();
-                tokio::spawn(async move {
-                    connection(app, router, sock, peer, lane).await;
-                    drop(guard);
-                });
+                tokio::spawn(connection(app, router, sock, peer, lane, guard));
             }
             Err(e) => {
                 // Out of file descriptors: back off instead of spinning.
@@ -102,12 +99,15 @@ fn route(head: &RequestHead) -> Route<'_> {
     }
 }
 
+/// Serves one connection; `guard` holds its place in the connection budgets
+/// until it closes (a listener hands it to its streaming task).
 async fn connection(
     app: Arc<App>,
     router: Router,
     mut sock: TcpStream,
     peer: SocketAddr,
     lane: Lane,
+    guard: admit::ConnGuard,
 ) {
     let _ = sock.set_nodelay(true);
     let (head, head_len, buf) = match read_head(&app, &mut sock).await {
@@ -130,33 +130,60 @@ async fn connection(
         Route::Listen(id) => {
             let (id, req) = (id.to_string(), listen::ListenRequest::of(&head));
             drop((head, buf));
-            listen::serve(&app, sock, req, &id, peer).await
+            listen::serve(&app, sock, req, &id, peer, guard).await
         }
         Route::Source(id) => {
             let id = id.to_string();
             let mut body = buf;
             body.advance(head_len);
-            ingest::serve(&app, sock, &head, &id, body, peer).await
+            ingest_boxed(app, sock, head, id, body, peer).await
         }
-        Route::Other => {
-            let io = Prefixed {
-                prefix: buf.freeze(),
-                inner: sock,
-            };
-            // handlers that rate-limit by client address read it from here
-            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-            let service = TowerToHyperService::new(router);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
-                .max_buf_size(app.cfg.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
-        }
+        Route::Other => serve_http(app, router, sock, buf, peer).await,
     }
+}
+
+type Boxed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+// The ingest and HTTP branches run as boxed futures built outside any
+// async fn, so a connection's task is sized by what a listener needs, not
+// by the largest branch (a listener's task size is most of its memory).
+
+fn ingest_boxed(
+    app: Arc<App>,
+    sock: TcpStream,
+    head: RequestHead,
+    id: String,
+    body: BytesMut,
+    peer: SocketAddr,
+) -> Boxed {
+    Box::pin(async move { ingest::serve(&app, sock, &head, &id, body, peer).await })
+}
+
+fn serve_http(
+    app: Arc<App>,
+    router: Router,
+    sock: TcpStream,
+    buf: BytesMut,
+    peer: SocketAddr,
+) -> Boxed {
+    Box::pin(async move {
+        let io = Prefixed {
+            prefix: buf.freeze(),
+            inner: sock,
+        };
+        // handlers that rate-limit by client address read it from here
+        let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = TowerToHyperService::new(router);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
+            .max_buf_size(app.cfg.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "http connection ended with an error");
+        }
+    })
 }
 
 type HeadResult = Result<Option<(RequestHead, usize, BytesMut)>, (u16, &'static str)>;

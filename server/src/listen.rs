@@ -39,13 +39,20 @@ impl Leave {
 }
 
 /// Holds a listener's place in the counts; frees it however the task ends.
-struct Admitted<'a> {
-    app: &'a App,
+struct Admitted {
+    app: Arc<App>,
     live: Arc<LiveSpace>,
     leave: Leave,
 }
 
-impl Drop for Admitted<'_> {
+impl Admitted {
+    /// Records why the listener left; the count is updated as it drops.
+    fn left(mut self, leave: Leave) {
+        self.leave = leave;
+    }
+}
+
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.app.listeners.fetch_sub(1, Ordering::AcqRel);
         let now = self.live.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -55,16 +62,17 @@ impl Drop for Admitted<'_> {
     }
 }
 
-async fn refuse(
+async fn refuse<T>(
     sock: &mut TcpStream,
     status: u16,
     extra: &[(&str, String)],
     body: serde_json::Value,
     why: &'static str,
-) {
+) -> Option<T> {
     metrics::counter!("tribune_listener_rejects_total", "reason" => why).increment(1);
     let _ = sock.write_all(&json_response(status, extra, &body)).await;
     let _ = sock.shutdown().await;
+    None
 }
 
 /// What the listener path needs from the request head, so the head itself
@@ -93,13 +101,49 @@ impl ListenRequest {
     }
 }
 
-pub async fn serve(
+/// An admitted listener whose response head has been sent.
+struct Ready {
+    sock: TcpStream,
+    admitted: Admitted,
+    chunked: bool,
+}
+
+/// Admits (or answers) a listener. An admitted listener streams in a task
+/// of its own that holds only what streaming needs, with `hold` (its
+/// connection's place in the budgets): the task's size is most of a
+/// listener's memory, so admission's larger state is not kept for hours.
+pub async fn serve<H: Send + 'static>(
+    app: &Arc<App>,
+    sock: TcpStream,
+    req: ListenRequest,
+    id: &str,
+    peer: SocketAddr,
+    hold: H,
+) {
+    let Some(Ready {
+        mut sock,
+        admitted,
+        chunked,
+    }) = admit(app, sock, req, id, peer).await
+    else {
+        return;
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        let live = admitted.live.clone();
+        let leave = stream(&app, &live, &mut sock, chunked).await;
+        admitted.left(leave);
+        drop(hold);
+    });
+}
+
+async fn admit(
     app: &Arc<App>,
     mut sock: TcpStream,
     req: ListenRequest,
     id: &str,
     peer: SocketAddr,
-) {
+) -> Option<Ready> {
     let Some(entry) = app.space(id) else {
         return refuse(
             &mut sock,
@@ -180,15 +224,15 @@ pub async fn serve(
             };
             let _ = sock.write_all(&response).await;
             let _ = sock.shutdown().await;
-            return;
+            return None;
         }
     }
     let count = live.listeners.fetch_add(1, Ordering::AcqRel) + 1;
     live.peak_listeners.fetch_max(count, Ordering::AcqRel);
     metrics::gauge!("tribune_listeners", "space" => id.to_string()).set(count as f64);
     metrics::counter!("tribune_listener_joins_total", "space" => id.to_string()).increment(1);
-    let mut admitted = Admitted {
-        app,
+    let admitted = Admitted {
+        app: app.clone(),
         live: live.clone(),
         leave: Leave::ClientClosed,
     };
@@ -208,10 +252,13 @@ pub async fn serve(
     );
     drop(entry.row);
     if sock.write_all(response.as_bytes()).await.is_err() || req.head_only {
-        return;
+        return None;
     }
-    drop(response);
-    admitted.leave = stream(app, &live, &mut sock, chunked).await;
+    Some(Ready {
+        sock,
+        admitted,
+        chunked,
+    })
 }
 
 async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool) -> Leave {
@@ -296,7 +343,6 @@ async fn write_all(
     bufs: &mut Vec<Bytes>,
     slow_after: Duration,
 ) -> Result<u64, Leave> {
-    const MAX_IOV: usize = 32;
     let mut total = 0u64;
     let mut first = 0;
     loop {
@@ -306,25 +352,18 @@ async fn write_all(
         if first == bufs.len() {
             break;
         }
-        let n = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, b) in slices.iter_mut().zip(&bufs[first..]) {
-                *slot = IoSlice::new(b);
-                count += 1;
-            }
-            match sock.try_write_vectored(&slices[..count]) {
-                Ok(0) => return Err(Leave::ClientClosed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(slow_after, sock.writable()).await {
-                        Err(_) => return Err(Leave::Slow),
-                        Ok(Err(_)) => return Err(Leave::ClientClosed),
-                        Ok(Ok(())) => continue,
-                    }
+        let n = match try_write(sock, &bufs[first..]) {
+            Ok(0) => return Err(Leave::ClientClosed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // only here does the task wait, and it holds no iovecs while it does
+                match tokio::time::timeout(slow_after, sock.writable()).await {
+                    Err(_) => return Err(Leave::Slow),
+                    Ok(Err(_)) => return Err(Leave::ClientClosed),
+                    Ok(Ok(())) => continue,
                 }
-                Err(_) => return Err(Leave::ClientClosed),
             }
+            Err(_) => return Err(Leave::ClientClosed),
         };
         total += n as u64;
         let mut left = n;
@@ -341,4 +380,16 @@ async fn write_all(
     }
     bufs.clear();
     Ok(total)
+}
+
+/// One vectored write of up to 32 buffers, without waiting.
+fn try_write(sock: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
+    const MAX_IOV: usize = 32;
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let mut count = 0;
+    for (slot, b) in slices.iter_mut().zip(bufs) {
+        *slot = IoSlice::new(b);
+        count += 1;
+    }
+    sock.try_write_vectored(&slices[..count])
 }

@@ -109,7 +109,8 @@ fn main() {
                     (g.flush.clone(), std::mem::take(&mut g.inbox[w]))
                 };
                 // a newcomer whose burst already holds this flush waits for the next
-                let (now, later): (Vec<_>, Vec<_>) = newcomers.into_iter().partition(|(_, f)| *f < seen);
+                let (now, later): (Vec<_>, Vec<_>) =
+                    newcomers.into_iter().partition(|(_, f)| *f < seen);
                 // a socket that cannot take a whole flush at once is dropped:
                 // the floor keeps no backlog
                 socks.extend(now.into_iter().map(|(sock, _)| sock));
