@@ -107,24 +107,33 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> Result<String, TokenError> {
     .map_err(|e| TokenError::Signing(e.to_string()))
 }
 
-pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError> {
+/// Checks an HS256 signature and decodes the claims. Expiry is left to the
+/// caller, against its own clock.
+fn decode<T: serde::de::DeserializeOwned>(token: &str, secret: &[u8]) -> Result<T, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    // expiry is checked below against the caller's clock
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed(e.to_string()),
-            })?;
-    let claims = data.claims;
+    jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(secret), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed(e.to_string()),
+        })
+}
+
+fn check_expiry(exp: u64, now: u64) -> Result<(), TokenError> {
+    if exp <= now {
+        return Err(TokenError::Expired(now - exp));
+    }
+    Ok(())
+}
+
+pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError> {
+    let claims: Claims = decode(token, secret)?;
     if claims.iss != ISSUER {
         return Err(TokenError::WrongIssuer);
     }
-    if claims.exp <= now {
-        return Err(TokenError::Expired(now - claims.exp));
-    }
+    check_expiry(claims.exp, now)?;
     Ok(claims)
 }
 
@@ -253,19 +262,8 @@ pub fn verify_ticket(
     secret: &[u8],
     now: u64,
 ) -> Result<crate::admission::Ticket, TokenError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<TicketClaims>(token, &DecodingKey::from_secret(secret), &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed(e.to_string()),
-            })?;
-    let c = data.claims;
-    if c.exp <= now {
-        return Err(TokenError::Expired(now - c.exp));
-    }
+    let c: TicketClaims = decode(token, secret)?;
+    check_expiry(c.exp, now)?;
     if c.boot != boot {
         return Err(TokenError::Malformed(
             "ticket from an earlier run of this node".into(),
