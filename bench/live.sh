@@ -64,11 +64,15 @@ C0=$(cpu); T0=$(date +%s.%N)
 sleep "$(python3 -c "print(max(1, $SECS - 4))")"
 C1=$(cpu); T1=$(date +%s.%N); RSS1=$(rss)
 wait $LOAD || true
-python3 - "$SERVER" "$N" "$C0" "$C1" "$T0" "$T1" "$RSS0" "$RSS1" "$FLUSH" <<'PY'
-import sys
-server, n, c0, c1, t0, t1, r0, r1, flush = sys.argv[1:]
+python3 - "$SERVER" "$N" "$C0" "$C1" "$T0" "$T1" "$RSS0" "$RSS1" "$FLUSH" "${SERVER_JSON:-}" <<'PY'
+import json, sys
+server, n, c0, c1, t0, t1, r0, r1, flush, out = sys.argv[1:]
 n = int(n); secs = float(t1) - float(t0); cpu = (int(c1) - int(c0)) / 100.0
+us = cpu / (n * secs) * 1e6; kib = (int(r1) - int(r0)) / n
 print(f"{server}: flush {flush} ms, {n} listeners, steady {secs:.1f} s: "
-      f"CPU {cpu:.2f} s = {cpu / (n * secs) * 1e6:.1f} us per listener-second; "
-      f"RSS {int(r0)//1024} MiB idle -> {int(r1)//1024} MiB ({(int(r1)-int(r0))/n:.2f} KiB per listener)")
+      f"CPU {cpu:.2f} s = {us:.1f} us per listener-second; "
+      f"RSS {int(r0)//1024} MiB idle -> {int(r1)//1024} MiB ({kib:.2f} KiB per listener)")
+if out:
+    json.dump({"server": server, "listeners": n, "flush_ms": int(flush), "cpu_us_per_listener_second": us,
+               "rss_kib_per_listener": kib}, open(out, "w"))
 PY
