@@ -24,7 +24,7 @@ for n in levels:
 W, H, L, B = 640, 360, 60, 40
 ymax = max([rows[k][0]["cpu_us_per_listener_second"] for k in rows] + [1]) * 1.15
 colors = {"floor": "#888", "tribune": "#2a6ef5", "icecast": "#e5533d"}
-def x(i): return L + i * (W - L - 20) / max(1, len(levels) - 1)
+def x(i): return L + 20 + i * (W - L - 90) / max(1, len(levels) - 1)
 def y(v): return H - B - v / ymax * (H - B - 20)
 parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="white"/>',

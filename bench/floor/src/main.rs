@@ -18,8 +18,9 @@ struct Shared {
     recent: Vec<Vec<u8>>,
     /// Pages since the last flush.
     pending: Vec<Vec<u8>>,
-    /// The current flush's bytes and its number.
-    flush: Arc<Vec<u8>>,
+    /// Recent flushes (bytes) and the number of the newest; a writer that
+    /// fell behind writes every flush it missed, so no page is skipped.
+    flushes: std::collections::VecDeque<Arc<Vec<u8>>>,
     flush_no: u64,
     /// New sockets per worker, with the flush their burst reached.
     inbox: Vec<Vec<(TcpStream, u64)>>,
@@ -38,7 +39,7 @@ fn main() {
             headers: Vec::new(),
             recent: Vec::new(),
             pending: Vec::new(),
-            flush: Arc::new(Vec::new()),
+            flushes: std::collections::VecDeque::new(),
             flush_no: 0,
             inbox: (0..threads).map(|_| Vec::new()).collect(),
         }),
@@ -84,7 +85,10 @@ fn main() {
             let mut g = s.0.lock().unwrap();
             if !g.pending.is_empty() {
                 let pages = std::mem::take(&mut g.pending);
-                g.flush = Arc::new(pages.concat());
+                g.flushes.push_back(Arc::new(pages.concat()));
+                if g.flushes.len() > 50 {
+                    g.flushes.pop_front();
+                }
                 g.flush_no += 1;
                 g.recent.extend(pages);
                 let excess = g.recent.len().saturating_sub(50);
@@ -105,8 +109,20 @@ fn main() {
                     while g.flush_no == seen {
                         g = s.1.wait(g).unwrap();
                     }
+                    let missed = ((g.flush_no - seen) as usize).min(g.flushes.len());
+                    let start = g.flushes.len() - missed;
+                    let flush = if missed == 1 {
+                        g.flushes[start].clone()
+                    } else {
+                        Arc::new(
+                            g.flushes
+                                .range(start..)
+                                .flat_map(|f| f.iter().copied())
+                                .collect(),
+                        )
+                    };
                     seen = g.flush_no;
-                    (g.flush.clone(), std::mem::take(&mut g.inbox[w]))
+                    (flush, std::mem::take(&mut g.inbox[w]))
                 };
                 // a newcomer whose burst already holds this flush waits for the next
                 let (now, later): (Vec<_>, Vec<_>) =
