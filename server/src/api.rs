@@ -109,14 +109,21 @@ fn entry_or_404(app: &App, id: &str) -> Result<SpaceEntry, ApiError> {
 fn space_json(app: &App, e: &SpaceEntry) -> Value {
     let base = app.base_url();
     let id = &e.row.id;
-    let (listeners, peak, source, packets) = match &e.live {
+    let (listeners, peak, source, packets, duration_ms) = match &e.live {
         Some(l) => (
             l.listeners.load(Ordering::Relaxed),
             l.peak_listeners.load(Ordering::Relaxed) as u64,
             l.source_connected(),
             l.packets_in.load(Ordering::Relaxed),
+            l.duration_ms(),
         ),
-        None => (0, e.row.peak_listeners, false, 0),
+        None => (
+            0,
+            e.row.peak_listeners,
+            false,
+            e.row.packets,
+            e.row.duration_ms,
+        ),
     };
     json!({
         "id": id,
@@ -132,6 +139,7 @@ fn space_json(app: &App, e: &SpaceEntry) -> Value {
         "private": e.row.private,
         "source_connected": source,
         "packets": packets,
+        "duration_ms": duration_ms,
         "urls": {
             "page": format!("{base}/spaces/{id}"),
             "live": format!("{base}/spaces/{id}/live.opus"),

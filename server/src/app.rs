@@ -88,6 +88,8 @@ impl App {
                 if hub.recorded_end() {
                     // the end reached the recording but not the database
                     hub.finish().await?;
+                    row.packets = hub.packets_in.load(Ordering::Relaxed);
+                    row.duration_ms = hub.duration_ms();
                     row.state = SpaceState::Ended;
                     row.ended_at = Some(now_ms());
                     store.update(&row).await?;
@@ -175,6 +177,8 @@ impl App {
             ended_at: None,
             peak_listeners: 0,
             private,
+            packets: 0,
+            duration_ms: 0,
         };
         self.store.insert(&row).await?;
         self.spaces
@@ -206,6 +210,8 @@ impl App {
                 if let Some(live) = entry.live.take() {
                     let bytes = live.finish().await?;
                     entry.row.peak_listeners = live.peak_listeners.load(Ordering::Relaxed) as u64;
+                    entry.row.packets = live.packets_in.load(Ordering::Relaxed);
+                    entry.row.duration_ms = live.duration_ms();
                     tracing::info!(
                         space = id,
                         recording_bytes = bytes,

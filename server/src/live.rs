@@ -253,6 +253,11 @@ async fn flush_clock(live: std::sync::Weak<LiveSpace>, every: Duration) {
 }
 
 impl LiveSpace {
+    /// Audio on the program track so far.
+    pub fn duration_ms(&self) -> u64 {
+        tribune_core::samples_to_ms(self.lock_state().track.position().granule)
+    }
+
     /// The recording already holds its end-of-stream page.
     pub fn recorded_end(&self) -> bool {
         self.lock_state().finished

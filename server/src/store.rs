@@ -19,6 +19,9 @@ pub struct SpaceRow {
     pub peak_listeners: u64,
     /// Only listeners with a token for this space may listen.
     pub private: bool,
+    /// Packets and audio duration of the program, recorded when it ends.
+    pub packets: u64,
+    pub duration_ms: u64,
 }
 
 #[derive(Clone)]
@@ -71,12 +74,15 @@ impl Store {
 
     pub async fn update(&self, s: &SpaceRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE spaces SET state = ?, started_at = ?, ended_at = ?, peak_listeners = ? WHERE id = ?",
+            "UPDATE spaces SET state = ?, started_at = ?, ended_at = ?, peak_listeners = ?, packets = ?, duration_ms = ? \
+             WHERE id = ?",
         )
         .bind(s.state.as_str())
         .bind(from_u64(s.started_at))
         .bind(from_u64(s.ended_at))
         .bind(s.peak_listeners as i64)
+        .bind(s.packets as i64)
+        .bind(s.duration_ms as i64)
         .bind(&s.id)
         .execute(&self.pool)
         .await?;
@@ -102,6 +108,8 @@ impl Store {
                     ended_at: to_u64(r.try_get("ended_at")?),
                     peak_listeners: to_u64(r.try_get("peak_listeners")?).unwrap_or(0),
                     private: r.try_get("private")?,
+                    packets: to_u64(r.try_get("packets")?).unwrap_or(0),
+                    duration_ms: to_u64(r.try_get("duration_ms")?).unwrap_or(0),
                 })
             })
             .collect()

@@ -161,7 +161,11 @@ fn a_source_that_reconnects_continues_the_same_track() {
     // two 2 s sources of 20 ms packets (libopus adds one for its pre-skip)
     let packets = info["packets"].as_u64().unwrap();
     assert!((200..=204).contains(&packets), "{info}");
-    s.end_space(&id, &host);
+    let ended = s.end_space(&id, &host).json();
+    // the totals outlive the live counters
+    assert_eq!(ended["packets"], packets, "{ended}");
+    assert_eq!(ended["duration_ms"], packets * 20, "{ended}");
+    assert_eq!(s.info(&id)["packets"], packets);
 
     let body = capture.join().unwrap();
     let ps = pages(&body);
