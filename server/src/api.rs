@@ -114,7 +114,7 @@ fn space_json(app: &App, e: &SpaceEntry) -> Value {
             l.listeners.load(Ordering::Relaxed),
             l.peak_listeners.load(Ordering::Relaxed) as u64,
             l.source_connected(),
-            l.packets_in.load(Ordering::Relaxed),
+            l.packets(),
             l.duration_ms(),
         ),
         None => (

@@ -88,7 +88,7 @@ impl App {
                 if hub.recorded_end() {
                     // the end reached the recording but not the database
                     hub.finish().await?;
-                    row.packets = hub.packets_in.load(Ordering::Relaxed);
+                    row.packets = hub.packets();
                     row.duration_ms = hub.duration_ms();
                     row.state = SpaceState::Ended;
                     row.ended_at = Some(now_ms());
@@ -210,7 +210,7 @@ impl App {
                 if let Some(live) = entry.live.take() {
                     let bytes = live.finish().await?;
                     entry.row.peak_listeners = live.peak_listeners.load(Ordering::Relaxed) as u64;
-                    entry.row.packets = live.packets_in.load(Ordering::Relaxed);
+                    entry.row.packets = live.packets();
                     entry.row.duration_ms = live.duration_ms();
                     tracing::info!(
                         space = id,

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::recorder::{self, RecorderHandle};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,8 +38,6 @@ pub struct LiveSpace {
     ending: watch::Sender<bool>,
     pub listeners: AtomicUsize,
     pub peak_listeners: AtomicUsize,
-    pub packets_in: AtomicU64,
-    pub source_sessions: AtomicU64,
     packets_metric: metrics::Counter,
 }
 
@@ -103,8 +101,6 @@ impl LiveSpace {
             ending,
             listeners: AtomicUsize::new(0),
             peak_listeners: AtomicUsize::new(peak as usize),
-            packets_in: AtomicU64::new(recovered.position.next_seq),
-            source_sessions: AtomicU64::new(0),
             packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
         });
         tokio::spawn(flush_clock(
@@ -122,7 +118,6 @@ impl LiveSpace {
         self.source_active
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        self.source_sessions.fetch_add(1, Ordering::Relaxed);
         Some(SourceSlot {
             live: self.clone(),
             new_session: true,
@@ -180,8 +175,6 @@ impl LiveSpace {
         for p in packets {
             closed.extend(st.track.push(p.data.clone(), p.duration, now_ms));
         }
-        self.packets_in
-            .fetch_add(packets.len() as u64, Ordering::Relaxed);
         self.packets_metric.increment(packets.len() as u64);
         self.publish(&closed);
     }
@@ -190,15 +183,13 @@ impl LiveSpace {
         if groups.is_empty() {
             return;
         }
-        let mut for_recorder = BytesMut::new();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         for g in groups {
             let page = group_page(self.serial, g);
-            for_recorder.extend_from_slice(&page);
+            // the recorder shares the page with the ring: no copy
+            self.recorder.append(page.clone());
             ring.stage(page, g.samples(), g.last);
         }
-        drop(ring);
-        self.recorder.append(for_recorder.freeze());
     }
 
     /// Ends the program: the partial group becomes the last page, listeners
@@ -253,6 +244,11 @@ async fn flush_clock(live: std::sync::Weak<LiveSpace>, every: Duration) {
 }
 
 impl LiveSpace {
+    /// Packets on the program track so far (its next seq).
+    pub fn packets(&self) -> u64 {
+        self.lock_state().track.position().next_seq
+    }
+
     /// Audio on the program track so far.
     pub fn duration_ms(&self) -> u64 {
         tribune_core::samples_to_ms(self.lock_state().track.position().granule)

@@ -171,23 +171,9 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     assert_eq!(s.info(&id)["listeners"], 1);
 
     // a real ffmpeg source still works, and the recording decodes cleanly
-    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 440)
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.publish(&id, &host, 1.0, 440);
     s.end_space(&id, &host);
-    let rec = request(
-        s.addr,
-        "GET",
-        &format!("/spaces/{id}/replay.opus"),
-        &[],
-        None,
-    )
-    .body;
+    let rec = s.replay(&id);
     let pages = ogg_pages(&rec).len();
     assert!(pages > 30, "{pages} pages");
     let m = s.metrics();

@@ -140,23 +140,9 @@ fn a_source_that_reconnects_continues_the_same_track() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Reconnect");
     let capture = capture_live(s.addr, &id);
-    let first = ffmpeg_source(s.addr, &id, &host, 2.0, 440)
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    s.publish(&id, &host, 2.0, 440);
     std::thread::sleep(Duration::from_millis(500));
-    let second = ffmpeg_source(s.addr, &id, &host, 2.0, 660)
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    s.publish(&id, &host, 2.0, 660);
     let info = s.info(&id);
     // two 2 s sources of 20 ms packets (libopus adds one for its pre-skip)
     let packets = info["packets"].as_u64().unwrap();

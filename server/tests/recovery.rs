@@ -55,24 +55,10 @@ fn kill_9_mid_space_loses_at_most_a_second_and_the_space_goes_on() {
     );
 
     // the source comes back and the space goes on, on the same timeline
-    let out = ffmpeg_source(s.addr, &id, &host, 1.0, 660)
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.publish(&id, &host, 1.0, 660);
     let r = s.end_space(&id, &host);
     assert_eq!(r.status, 200, "{}", r.text());
-    let rec = request(
-        s.addr,
-        "GET",
-        &format!("/spaces/{id}/replay.opus"),
-        &[],
-        None,
-    )
-    .body;
+    let rec = s.replay(&id);
     for w in ogg_pages(&rec).windows(2) {
         let (a, b) = (&w[0].header, &w[1].header);
         assert_eq!(

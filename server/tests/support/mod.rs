@@ -151,6 +151,30 @@ impl Server {
         assert!(ok, "space {id} never got {n} packets: {}", self.info(id));
     }
 
+    /// Publishes `seconds` of a tone with real ffmpeg and waits for it to finish.
+    pub fn publish(&self, id: &str, token: &str, seconds: f64, freq: u32) {
+        let out = ffmpeg_source(self.addr, id, token, seconds, freq)
+            .wait_with_output()
+            .expect("ffmpeg source");
+        assert!(
+            out.status.success(),
+            "source failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The bytes of `GET /spaces/{id}/replay.opus`.
+    pub fn replay(&self, id: &str) -> Vec<u8> {
+        request(
+            self.addr,
+            "GET",
+            &format!("/spaces/{id}/replay.opus"),
+            &[],
+            None,
+        )
+        .body
+    }
+
     pub fn metrics(&self) -> String {
         request(self.addr, "GET", "/metrics", &[], None).text()
     }
