@@ -3,7 +3,7 @@
 # browser driver from npm). Usage: scripts/install-deps.sh [run|test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want=(ffmpeg)                        # a source to publish with; the tests' listener and decoder
+want=(ffmpeg libopus-dev pkg-config) # a source and decoder for tests; libopus for the stage mixer (opus crate)
 if [ "${1:-run}" = test ]; then
   want+=(chromium nodejs mpv)        # the web page in a real browser; another real player
 fi
