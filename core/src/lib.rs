@@ -6,7 +6,9 @@
 
 pub mod admission;
 pub mod fanout;
+pub mod jitter;
 pub mod space;
+pub mod stage;
 pub mod token;
 pub mod track;
 

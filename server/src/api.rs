@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use tribune_core::space::{valid_space_id, SpaceState, Transition};
 use tribune_core::token::{self, parse_ttl, Claims, Role};
 
-type Shared = State<Arc<App>>;
+pub type Shared = State<Arc<App>>;
 
 pub struct ApiError {
     status: StatusCode,
@@ -27,7 +27,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             body: json!({ "error": message.into() }),
@@ -72,7 +72,7 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub type ApiResult = Result<Response, ApiError>;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -89,11 +89,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .merge(crate::whip::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(app)
 }
 
-fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
+pub fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -101,12 +102,12 @@ fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
     auth::verify(&app.secret, &token, now_secs())
 }
 
-fn entry_or_404(app: &App, id: &str) -> Result<SpaceEntry, ApiError> {
+pub fn entry_or_404(app: &App, id: &str) -> Result<SpaceEntry, ApiError> {
     app.space(id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no space with id {id:?}")))
 }
 
-fn space_json(app: &App, e: &SpaceEntry) -> Value {
+pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
     let base = app.base_url();
     let id = &e.row.id;
     let (listeners, peak, source, packets, duration_ms) = match &e.live {

@@ -4,6 +4,7 @@
 use crate::admit::Admission;
 use crate::config::Config;
 use crate::live::LiveSpace;
+use crate::rtc::RtcHub;
 use crate::store::{SpaceRow, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
@@ -36,6 +37,8 @@ pub struct App {
     pub store: Store,
     pub secret: Vec<u8>,
     pub metrics: PrometheusHandle,
+    /// The stage's WebRTC peers, on one UDP port.
+    pub rtc: RtcHub,
     spaces: RwLock<HashMap<String, SpaceEntry>>,
     /// Serialises start/end so a space is never opened or finished twice.
     transitions: tokio::sync::Mutex<()>,
@@ -78,6 +81,7 @@ impl App {
         store: Store,
         secret: Vec<u8>,
         metrics: PrometheusHandle,
+        rtc: RtcHub,
     ) -> Result<Arc<App>, AppError> {
         let mut map = HashMap::new();
         for mut row in store.all().await? {
@@ -124,6 +128,7 @@ impl App {
             store,
             secret,
             metrics,
+            rtc,
             spaces: RwLock::new(map),
             transitions: tokio::sync::Mutex::new(()),
             listeners: AtomicUsize::new(0),

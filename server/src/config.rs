@@ -56,6 +56,11 @@ pub struct Config {
     /// stops reading costs little kernel memory and is noticed (and cut)
     /// within seconds instead of after megabytes.
     pub listener_send_buffer: usize,
+    /// UDP address for the stage's WebRTC peers (all on one port). Unset:
+    /// the listen address's IP and port number.
+    pub rtc_listen: Option<SocketAddr>,
+    /// The IP peers are told to send to, when `rtc_listen` is a wildcard.
+    pub rtc_public_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -85,6 +90,8 @@ impl Default for Config {
             reserved_listen: None,
             reserved_connections: 256,
             listener_send_buffer: 32 * 1024,
+            rtc_listen: None,
+            rtc_public_ip: None,
         }
     }
 }

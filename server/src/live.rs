@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::recorder::{self, RecorderHandle};
+use crate::stage::StageHub;
 use bytes::Bytes;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +39,8 @@ pub struct LiveSpace {
     ending: watch::Sender<bool>,
     pub listeners: AtomicUsize,
     pub peak_listeners: AtomicUsize,
+    /// Who is on stage, and the mixer feeding the program from them.
+    pub stage: Arc<StageHub>,
     packets_metric: metrics::Counter,
 }
 
@@ -101,6 +104,7 @@ impl LiveSpace {
             ending,
             listeners: AtomicUsize::new(0),
             peak_listeners: AtomicUsize::new(peak as usize),
+            stage: Arc::new(StageHub::new(id, data)),
             packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
         });
         tokio::spawn(flush_clock(

@@ -11,7 +11,10 @@ mod ingest;
 mod listen;
 mod live;
 mod recorder;
+mod rtc;
+mod stage;
 mod store;
+mod whip;
 
 use clap::{Args, Parser, Subcommand};
 use config::Config;
@@ -34,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (control plane, ingest, listeners, recorder) in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed access token.
     Token(TokenArgs),
 }
@@ -92,6 +95,12 @@ struct ServeArgs {
     /// Address reserved for hosts, speakers and sources (no listeners).
     #[arg(long)]
     reserved_listen: Option<SocketAddr>,
+    /// UDP address for speakers' WebRTC (default: the listen address).
+    #[arg(long)]
+    rtc_listen: Option<SocketAddr>,
+    /// IP that browsers are told to send WebRTC media to.
+    #[arg(long)]
+    rtc_public_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -116,7 +125,7 @@ struct TokenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(args) => print_token(args),
     };
     match result {
@@ -181,6 +190,12 @@ fn build_config(args: &ServeArgs) -> Result<Config, String> {
     if args.reserved_listen.is_some() {
         cfg.reserved_listen = args.reserved_listen;
     }
+    if args.rtc_listen.is_some() {
+        cfg.rtc_listen = args.rtc_listen;
+    }
+    if args.rtc_public_ip.is_some() {
+        cfg.rtc_public_ip = args.rtc_public_ip;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -220,7 +235,11 @@ async fn run(cfg: Config) -> Result<(), String> {
         }
         None => None,
     };
-    let app = app::App::load(cfg, bound, store, secret, metrics)
+    let rtc_addr = cfg.rtc_listen.unwrap_or(bound);
+    let rtc = rtc::RtcHub::bind(rtc_addr, cfg.rtc_public_ip)
+        .await
+        .map_err(|e| format!("cannot bind the stage's UDP port {rtc_addr}: {e}"))?;
+    let app = app::App::load(cfg, bound, store, secret, metrics, rtc)
         .await
         .map_err(|e| format!("cannot load spaces: {e}"))?;
     let admin = Claims::new("admin", Role::Admin, None, app::now_secs(), 30 * 86_400);
@@ -234,6 +253,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     }
     println!("tribune listening on {base}");
     println!("admin: {base}/#admin={admin_token}");
+    println!("stage WebRTC on udp://{}", app.rtc.candidate);
     let router = api::router(app.clone());
     if let Some(reserved) = reserved {
         if let Ok(addr) = reserved.local_addr() {

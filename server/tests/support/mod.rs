@@ -2,6 +2,8 @@
 //! sockets, and drives real ffmpeg as source and listener.
 #![allow(dead_code)]
 
+pub mod whip;
+
 use bytes::BytesMut;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

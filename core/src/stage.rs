@@ -1,0 +1,406 @@
+//! Who is on stage: the host, co-hosts and speakers with a microphone, and
+//! the queue of listeners asking to speak. Plain state; the server turns
+//! HTTP calls and WebRTC sessions into these operations.
+
+use serde::Serialize;
+
+/// At most this many people on stage at once (host and co-hosts included).
+pub const MAX_ON_STAGE: usize = 13;
+/// Pending requests beyond this are refused: the host cannot read more.
+pub const MAX_PENDING_REQUESTS: usize = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageRole {
+    Host,
+    Cohost,
+    Speaker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MutedBy {
+    #[serde(rename = "self")]
+    Themself,
+    Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Member {
+    pub identity: String,
+    pub name: String,
+    pub role: StageRole,
+    pub muted: bool,
+    pub muted_by: Option<MutedBy>,
+    /// Media is flowing (ICE and DTLS are up), not only negotiated.
+    pub connected: bool,
+    /// Loudness of what they sent recently, 0.0..=1.0.
+    pub level: f32,
+    #[serde(skip)]
+    pub session: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Declined,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Request {
+    pub id: String,
+    pub name: String,
+    pub at: u64,
+    #[serde(skip)]
+    pub state: RequestState,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StageError {
+    #[error(
+        "the stage is full ({MAX_ON_STAGE} people with a microphone); someone must leave first"
+    )]
+    Full,
+    #[error("the host moved {0:?} to the audience; ask to speak again")]
+    Removed(String),
+    #[error("{0:?} is not on stage")]
+    NotOnStage(String),
+    #[error("no request {0:?}")]
+    UnknownRequest(String),
+    #[error("waiting for the host")]
+    Pending,
+    #[error("the host declined your request")]
+    Declined,
+    #[error("too many requests are waiting; try again later")]
+    QueueFull,
+    #[error("a name must be 1 to 60 characters")]
+    BadName,
+    #[error("only the host can unmute someone the host muted")]
+    MutedByHost,
+}
+
+#[derive(Debug, Default)]
+pub struct Stage {
+    members: Vec<Member>,
+    requests: Vec<Request>,
+    /// Identities the host sent back to the audience: their tokens no longer
+    /// put them on stage.
+    removed: Vec<String>,
+}
+
+/// Display names are shown to everyone: trimmed, bounded, no control characters.
+pub fn clean_name(name: &str) -> Result<String, StageError> {
+    let name: String = name.trim().chars().filter(|c| !c.is_control()).collect();
+    if name.is_empty() || name.chars().count() > 60 {
+        return Err(StageError::BadName);
+    }
+    Ok(name)
+}
+
+impl Stage {
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn member(&self, identity: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.identity == identity)
+    }
+
+    /// The name shown for `identity`: a guest's from their request, else
+    /// the identity itself (invite tokens name the person).
+    pub fn display_name(&self, identity: &str) -> String {
+        identity
+            .strip_prefix("guest-")
+            .and_then(|rid| self.requests.iter().find(|r| r.id == rid))
+            .map_or_else(|| identity.to_string(), |r| r.name.clone())
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Request> {
+        self.requests
+            .iter()
+            .filter(|r| r.state == RequestState::Pending)
+    }
+
+    /// A WebRTC session for `identity` was negotiated. The same identity
+    /// joining again replaces its earlier session (a page reload), keeping
+    /// its mute; returns the session it replaces.
+    pub fn join(
+        &mut self,
+        identity: &str,
+        name: &str,
+        role: StageRole,
+        session: u64,
+    ) -> Result<Option<u64>, StageError> {
+        if self.removed.iter().any(|r| r == identity) {
+            return Err(StageError::Removed(identity.to_string()));
+        }
+        if let Some(m) = self.members.iter_mut().find(|m| m.identity == identity) {
+            let old = std::mem::replace(&mut m.session, session);
+            m.connected = false;
+            m.role = role;
+            return Ok(Some(old));
+        }
+        if self.members.len() >= MAX_ON_STAGE {
+            return Err(StageError::Full);
+        }
+        self.members.push(Member {
+            identity: identity.to_string(),
+            name: name.to_string(),
+            role,
+            muted: false,
+            muted_by: None,
+            connected: false,
+            level: 0.0,
+            session,
+        });
+        Ok(None)
+    }
+
+    /// Media started flowing for `session`.
+    pub fn connected(&mut self, session: u64) -> bool {
+        match self.members.iter_mut().find(|m| m.session == session) {
+            Some(m) if !m.connected => {
+                m.connected = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The session ended (hung up, timed out or deleted). A newer session of
+    /// the same identity is left alone.
+    pub fn leave(&mut self, session: u64) -> Option<Member> {
+        let i = self.members.iter().position(|m| m.session == session)?;
+        Some(self.members.remove(i))
+    }
+
+    /// The host sends a member back to the audience.
+    pub fn remove(&mut self, identity: &str) -> Result<Member, StageError> {
+        let i = self
+            .members
+            .iter()
+            .position(|m| m.identity == identity)
+            .ok_or_else(|| StageError::NotOnStage(identity.to_string()))?;
+        if !self.removed.iter().any(|r| r == identity) {
+            self.removed.push(identity.to_string());
+        }
+        Ok(self.members.remove(i))
+    }
+
+    /// Mutes or unmutes; a member cannot lift a mute the host imposed.
+    pub fn mute(&mut self, identity: &str, muted: bool, by: MutedBy) -> Result<u64, StageError> {
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.identity == identity)
+            .ok_or_else(|| StageError::NotOnStage(identity.to_string()))?;
+        if !muted && m.muted_by == Some(MutedBy::Host) && by != MutedBy::Host {
+            return Err(StageError::MutedByHost);
+        }
+        m.muted = muted;
+        m.muted_by = muted.then_some(by);
+        Ok(m.session)
+    }
+
+    /// Updates a member's level; true when their talking state flipped.
+    pub fn set_level(&mut self, session: u64, level: f32) -> bool {
+        match self.members.iter_mut().find(|m| m.session == session) {
+            Some(m) => {
+                let was = m.level > TALKING;
+                m.level = level;
+                was != (level > TALKING)
+            }
+            None => false,
+        }
+    }
+
+    pub fn request(&mut self, id: &str, name: &str, now_ms: u64) -> Result<(), StageError> {
+        let name = clean_name(name)?;
+        if self.pending().count() >= MAX_PENDING_REQUESTS {
+            return Err(StageError::QueueFull);
+        }
+        self.requests.push(Request {
+            id: id.to_string(),
+            name,
+            at: now_ms,
+            state: RequestState::Pending,
+        });
+        Ok(())
+    }
+
+    fn request_mut(&mut self, id: &str) -> Result<&mut Request, StageError> {
+        self.requests
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StageError::UnknownRequest(id.to_string()))
+    }
+
+    pub fn withdraw(&mut self, id: &str) -> Result<(), StageError> {
+        let i = self
+            .requests
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or_else(|| StageError::UnknownRequest(id.to_string()))?;
+        self.requests.remove(i);
+        Ok(())
+    }
+
+    /// The host approves: the requester may now join under the identity
+    /// derived from the request, even if that identity was removed before.
+    pub fn approve(&mut self, id: &str) -> Result<(), StageError> {
+        let identity = request_identity(id);
+        self.request_mut(id)?.state = RequestState::Approved;
+        self.removed.retain(|r| *r != identity);
+        Ok(())
+    }
+
+    pub fn decline(&mut self, id: &str) -> Result<(), StageError> {
+        self.request_mut(id)?.state = RequestState::Declined;
+        Ok(())
+    }
+
+    /// The requester asks whether they may speak: the identity and name to
+    /// put in their speaker token once approved.
+    pub fn claim(&mut self, id: &str) -> Result<(String, String), StageError> {
+        let r = self.request_mut(id)?;
+        match r.state {
+            RequestState::Pending => Err(StageError::Pending),
+            RequestState::Declined => Err(StageError::Declined),
+            RequestState::Approved => Ok((request_identity(id), r.name.clone())),
+        }
+    }
+}
+
+/// Above this level a member counts as talking.
+pub const TALKING: f32 = 0.05;
+
+/// The stage identity of someone who came up through a request.
+pub fn request_identity(request_id: &str) -> String {
+    format!("guest-{request_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_holds_thirteen_and_a_reload_replaces_the_session() {
+        let mut s = Stage::default();
+        s.join("host", "Host", StageRole::Host, 1).unwrap();
+        for i in 1..MAX_ON_STAGE {
+            s.join(&format!("s{i}"), "S", StageRole::Speaker, 10 + i as u64)
+                .unwrap();
+        }
+        assert_eq!(
+            s.join("s14", "S", StageRole::Speaker, 99),
+            Err(StageError::Full)
+        );
+        // the host reloading the page is not a 14th person
+        assert_eq!(s.join("host", "Host", StageRole::Host, 2), Ok(Some(1)));
+        assert_eq!(s.members().len(), MAX_ON_STAGE);
+        // the old session ending does not remove the new one
+        assert!(s.leave(1).is_none());
+        assert!(s.leave(2).is_some());
+        assert!(s.join("s14", "S", StageRole::Speaker, 99).is_ok());
+    }
+
+    #[test]
+    fn connected_is_reported_once() {
+        let mut s = Stage::default();
+        s.join("a", "A", StageRole::Speaker, 7).unwrap();
+        assert!(!s.member("a").unwrap().connected);
+        assert!(s.connected(7));
+        assert!(!s.connected(7));
+        assert!(!s.connected(8));
+        assert!(s.member("a").unwrap().connected);
+    }
+
+    #[test]
+    fn removed_members_cannot_rejoin_with_their_token() {
+        let mut s = Stage::default();
+        s.join("a", "A", StageRole::Speaker, 7).unwrap();
+        assert_eq!(s.remove("a").unwrap().session, 7);
+        assert_eq!(
+            s.join("a", "A", StageRole::Speaker, 8),
+            Err(StageError::Removed("a".into()))
+        );
+        assert_eq!(s.remove("a"), Err(StageError::NotOnStage("a".into())));
+    }
+
+    #[test]
+    fn requests_go_pending_then_approved_or_declined() {
+        let mut s = Stage::default();
+        s.request("r1", "  Linus ", 5).unwrap();
+        s.request("r2", "Grace", 6).unwrap();
+        assert_eq!(s.request("r3", "   ", 7), Err(StageError::BadName));
+        assert_eq!(
+            s.pending().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["Linus", "Grace"]
+        );
+        assert_eq!(s.claim("r1"), Err(StageError::Pending));
+        s.approve("r1").unwrap();
+        s.decline("r2").unwrap();
+        assert_eq!(s.pending().count(), 0);
+        assert_eq!(
+            s.claim("r1"),
+            Ok(("guest-r1".to_string(), "Linus".to_string()))
+        );
+        assert_eq!(s.display_name("guest-r1"), "Linus");
+        assert_eq!(s.display_name("Ada"), "Ada");
+        assert_eq!(s.claim("r2"), Err(StageError::Declined));
+        assert_eq!(
+            s.claim("nope"),
+            Err(StageError::UnknownRequest("nope".into()))
+        );
+        // approval lifts an earlier removal of the same guest
+        s.join("guest-r1", "Linus", StageRole::Speaker, 3).unwrap();
+        s.remove("guest-r1").unwrap();
+        s.request("r1b", "Linus", 9).unwrap();
+        s.withdraw("r1b").unwrap();
+        assert_eq!(
+            s.withdraw("r1b"),
+            Err(StageError::UnknownRequest("r1b".into()))
+        );
+        s.approve("r1").unwrap();
+        assert!(s.join("guest-r1", "Linus", StageRole::Speaker, 4).is_ok());
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut s = Stage::default();
+        for i in 0..MAX_PENDING_REQUESTS {
+            s.request(&format!("r{i}"), "x", 0).unwrap();
+        }
+        assert_eq!(s.request("more", "x", 0), Err(StageError::QueueFull));
+    }
+
+    #[test]
+    fn only_the_host_lifts_a_host_mute() {
+        let mut s = Stage::default();
+        s.join("a", "A", StageRole::Speaker, 7).unwrap();
+        assert_eq!(s.mute("a", true, MutedBy::Host), Ok(7));
+        assert_eq!(
+            s.mute("a", false, MutedBy::Themself),
+            Err(StageError::MutedByHost)
+        );
+        s.mute("a", false, MutedBy::Host).unwrap();
+        s.mute("a", true, MutedBy::Themself).unwrap();
+        s.mute("a", false, MutedBy::Themself).unwrap();
+        assert!(!s.member("a").unwrap().muted);
+        assert_eq!(
+            s.mute("b", true, MutedBy::Host),
+            Err(StageError::NotOnStage("b".into()))
+        );
+    }
+
+    #[test]
+    fn talking_flips_are_reported() {
+        let mut s = Stage::default();
+        s.join("a", "A", StageRole::Speaker, 7).unwrap();
+        assert!(s.set_level(7, 0.3));
+        assert!(!s.set_level(7, 0.4));
+        assert!(s.set_level(7, 0.0));
+        assert!(!s.set_level(9, 0.5));
+    }
+}

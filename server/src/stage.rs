@@ -1,0 +1,436 @@
+//! The stage of a live space: who holds a microphone, the request queue,
+//! and the mixer thread that turns their WebRTC audio into the program
+//! (encoded once) and a mix-minus back to each of them.
+
+use crate::app::now_ms;
+use crate::live::{LiveSpace, SourceSlot};
+use crate::rtc::{PeerEvent, RtcHub};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tribune_core::stage::{Stage, StageRole};
+use tribune_media::demux::SourcePacket;
+use tribune_media::mix::Mixer;
+use tribune_media::ogg_page::{write_page, PageHeader, FLAG_EOS};
+use tribune_media::package::header_pages;
+
+/// One mixer tick: Opus frames of 20 ms.
+const TICK: Duration = Duration::from_millis(20);
+const FRAME_SAMPLES: u64 = 960;
+const PROGRAM_BITRATE: i32 = 32_000;
+
+enum MixInput {
+    Peer(PeerEvent),
+    Join {
+        session: u64,
+        identity: String,
+        name: String,
+    },
+    Mute {
+        session: u64,
+        muted: bool,
+    },
+}
+
+/// Why a speaker cannot take the stage now.
+#[derive(Debug, thiserror::Error)]
+pub enum StageOpenError {
+    #[error("this space is fed by an Icecast source; the stage opens when it disconnects")]
+    SourceConnected,
+    #[error("the space is ending")]
+    Ending,
+    #[error("the mixer could not start: {0}")]
+    Mixer(String),
+}
+
+pub struct StageHub {
+    pub space: String,
+    state: Mutex<Stage>,
+    /// Bumped on every change pages should see at once.
+    version: watch::Sender<u64>,
+    mixer: Mutex<Option<Sender<MixInput>>>,
+    tracks_dir: PathBuf,
+}
+
+pub fn tracks_dir(data: &Path, space_id: &str) -> PathBuf {
+    data.join("recordings").join(format!("{space_id}.speakers"))
+}
+
+impl StageHub {
+    pub fn new(space: &str, data: &Path) -> StageHub {
+        StageHub {
+            space: space.to_string(),
+            state: Mutex::new(Stage::default()),
+            version: watch::channel(0).0,
+            mixer: Mutex::new(None),
+            tracks_dir: tracks_dir(data, space),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Stage> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pages re-read the stage when this changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Puts a negotiated peer on stage: the mixer (started with the first
+    /// speaker) takes its audio. The stage entry must exist already.
+    /// Returns where the peer's events go.
+    pub fn attach(
+        self: &Arc<Self>,
+        live: &Arc<LiveSpace>,
+        rtc: &RtcHub,
+        session: u64,
+        identity: &str,
+        name: &str,
+    ) -> Result<crate::rtc::PeerSink, StageOpenError> {
+        let mut mixer = self.mixer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = match mixer.as_ref() {
+            Some(tx) => tx.clone(),
+            None => {
+                if live.is_ending() {
+                    return Err(StageOpenError::Ending);
+                }
+                let slot = live.claim_source().ok_or(StageOpenError::SourceConnected)?;
+                let mix = Mixer::new(PROGRAM_BITRATE)
+                    .map_err(|e| StageOpenError::Mixer(e.to_string()))?;
+                let (tx, rx) = std::sync::mpsc::channel();
+                let run = MixLoop {
+                    hub: self.clone(),
+                    live: live.clone(),
+                    rtc: rtc.clone(),
+                    slot,
+                    mix,
+                    rx,
+                    speakers: HashMap::new(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("mix-{}", self.space))
+                    .spawn(move || run.run())
+                    .map_err(|e| StageOpenError::Mixer(e.to_string()))?;
+                *mixer = Some(tx.clone());
+                tx
+            }
+        };
+        let _ = tx.send(MixInput::Join {
+            session,
+            identity: identity.to_string(),
+            name: name.to_string(),
+        });
+        // the peer's events go straight into the mixer
+        Ok(Box::new(move |e| {
+            let _ = tx.send(MixInput::Peer(e));
+        }))
+    }
+
+    pub fn set_muted(&self, session: u64, muted: bool) {
+        if let Some(tx) = self
+            .mixer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(MixInput::Mute { session, muted });
+        }
+    }
+
+    /// The mixer runs: the program comes from the stage.
+    pub fn mixing(&self) -> bool {
+        self.mixer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+pub fn list_tracks(dir: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.ends_with(".opus")
+                .then(|| (name, e.metadata().map_or(0, |m| m.len())))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// File names for identities: readable, and never a path.
+fn file_stem(identity: &str) -> String {
+    let stem: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    if stem.is_empty() {
+        "speaker".into()
+    } else {
+        stem
+    }
+}
+
+struct Speaker {
+    return_ts: u64,
+    track: Option<SpeakerTrack>,
+}
+
+struct MixLoop {
+    hub: Arc<StageHub>,
+    live: Arc<LiveSpace>,
+    rtc: RtcHub,
+    slot: SourceSlot,
+    mix: Mixer,
+    rx: Receiver<MixInput>,
+    speakers: HashMap<u64, Speaker>,
+}
+
+impl MixLoop {
+    fn run(mut self) {
+        tracing::info!(space = %self.hub.space, "stage mixer started");
+        let mut next = Instant::now() + TICK;
+        let mut ticks: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= next {
+                if self.live.is_ending() {
+                    break;
+                }
+                self.tick(ticks);
+                ticks += 1;
+                next += TICK;
+                if next + Duration::from_millis(200) < now {
+                    // the machine stalled: skip ahead instead of bursting
+                    next = now + TICK;
+                }
+                continue;
+            }
+            match self.rx.recv_timeout(next - now) {
+                Ok(input) => self.input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for (session, mut s) in self.speakers.drain() {
+            self.rtc.close(session);
+            if let Some(t) = s.track.take() {
+                t.finish();
+            }
+        }
+        *self.hub.mixer.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(space = %self.hub.space, "stage mixer stopped");
+    }
+
+    fn tick(&mut self, ticks: u64) {
+        let now = now_ms();
+        let out = self.mix.tick(now);
+        self.slot.push(
+            &[SourcePacket {
+                data: out.program,
+                duration: FRAME_SAMPLES as u32,
+            }],
+            now,
+        );
+        for (session, frame) in out.returns {
+            if let Some(s) = self.speakers.get_mut(&session) {
+                s.return_ts += FRAME_SAMPLES;
+                self.rtc.send(session, s.return_ts, frame);
+            }
+        }
+        // levels reach pages about 10 times a second
+        if ticks.is_multiple_of(5) {
+            let mut flipped = false;
+            {
+                let mut stage = self.hub.lock();
+                for (session, level) in out.levels {
+                    flipped |= stage.set_level(session, level);
+                }
+            }
+            if flipped {
+                self.hub.changed();
+            }
+        }
+    }
+
+    fn input(&mut self, input: MixInput) {
+        match input {
+            MixInput::Join {
+                session,
+                identity,
+                name,
+            } => {
+                if let Err(e) = self.mix.add_speaker(session) {
+                    tracing::warn!(session, error = %e, "speaker not mixed");
+                    self.rtc.close(session);
+                    return;
+                }
+                let track = SpeakerTrack::create(&self.hub.tracks_dir, &identity, &name)
+                    .map_err(|e| tracing::warn!(session, error = %e, "speaker track not recorded"))
+                    .ok();
+                self.speakers.insert(
+                    session,
+                    Speaker {
+                        return_ts: rand::random::<u32>() as u64,
+                        track,
+                    },
+                );
+            }
+            MixInput::Mute { session, muted } => self.mix.set_muted(session, muted),
+            MixInput::Peer(PeerEvent::Connected { session }) => {
+                if self.hub.lock().connected(session) {
+                    self.hub.changed();
+                }
+            }
+            MixInput::Peer(PeerEvent::Audio {
+                session,
+                seq,
+                rtp_ts,
+                payload,
+            }) => {
+                if let Some(s) = self.speakers.get_mut(&session) {
+                    if let Some(t) = s.track.as_mut() {
+                        t.push(rtp_ts, &payload);
+                    }
+                }
+                self.mix.push(session, seq, rtp_ts, payload, now_ms());
+            }
+            MixInput::Peer(PeerEvent::Closed { session }) => {
+                self.mix.remove_speaker(session);
+                if let Some(mut s) = self.speakers.remove(&session) {
+                    if let Some(t) = s.track.take() {
+                        t.finish();
+                    }
+                }
+                if self.hub.lock().leave(session).is_some() {
+                    self.hub.changed();
+                }
+            }
+        }
+    }
+}
+
+/// A speaker's own microphone as received, unedited, as Ogg Opus: what
+/// they said before the mix. Pages of about one second.
+struct SpeakerTrack {
+    file: File,
+    serial: u32,
+    sequence: u32,
+    first_ts: Option<u64>,
+    granule: u64,
+    pending: Vec<Bytes>,
+    path: PathBuf,
+}
+
+impl SpeakerTrack {
+    fn create(dir: &Path, identity: &str, name: &str) -> std::io::Result<SpeakerTrack> {
+        std::fs::create_dir_all(dir)?;
+        let stem = file_stem(identity);
+        // a speaker who comes back gets a second file, never an overwrite
+        let path = (1..)
+            .map(|n| {
+                if n == 1 {
+                    dir.join(format!("{stem}.opus"))
+                } else {
+                    dir.join(format!("{stem}-{n}.opus"))
+                }
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| dir.join(format!("{stem}.opus")));
+        let mut file = File::create(&path)?;
+        let serial = rand::random();
+        file.write_all(&header_pages(serial, name, now_ms()))?;
+        Ok(SpeakerTrack {
+            file,
+            serial,
+            sequence: 2,
+            first_ts: None,
+            granule: 0,
+            pending: Vec::new(),
+            path,
+        })
+    }
+
+    fn push(&mut self, rtp_ts: u64, payload: &[u8]) {
+        let Ok(duration) = tribune_media::opus::packet_duration(payload) else {
+            return;
+        };
+        let first = *self.first_ts.get_or_insert(rtp_ts);
+        // the granule follows the sender's clock, so gaps stay gaps
+        let end = rtp_ts.saturating_sub(first) + u64::from(duration);
+        if end <= self.granule {
+            return; // late or repeated
+        }
+        // a page holds at most 255 lacing values
+        let segments = |p: &[u8]| p.len() / 255 + 1;
+        let used: usize = self.pending.iter().map(|p| segments(p)).sum();
+        if used + segments(payload) > 255 {
+            self.write_page(0);
+        }
+        self.granule = end;
+        self.pending.push(Bytes::copy_from_slice(payload));
+        if self.pending.len() >= 50 {
+            self.write_page(0);
+        }
+    }
+
+    fn write_page(&mut self, flags: u8) {
+        let mut out = BytesMut::new();
+        let packets: Vec<&[u8]> = self.pending.iter().map(|p| p.as_ref()).collect();
+        write_page(
+            &mut out,
+            PageHeader {
+                flags,
+                granule: self.granule,
+                serial: self.serial,
+                sequence: self.sequence,
+            },
+            &packets,
+        );
+        self.sequence += 1;
+        self.pending.clear();
+        if let Err(e) = self.file.write_all(&out) {
+            tracing::warn!(path = %self.path.display(), error = %e, "speaker track write failed");
+        }
+    }
+
+    fn finish(mut self) {
+        self.write_page(FLAG_EOS);
+        let _ = self.file.sync_all();
+    }
+}
+
+/// Parses a stage role from a token: the space's creator is its host,
+/// other host tokens are co-hosts.
+pub fn stage_role(
+    token_role: tribune_core::token::Role,
+    identity: &str,
+    created_by: &str,
+) -> StageRole {
+    use tribune_core::token::Role;
+    match token_role {
+        Role::Host | Role::Admin if identity == created_by => StageRole::Host,
+        Role::Host | Role::Admin => StageRole::Cohost,
+        _ => StageRole::Speaker,
+    }
+}

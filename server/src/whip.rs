@@ -1,0 +1,497 @@
+//! The stage over HTTP: WHIP (RFC 9725) sessions for speakers, the
+//! request-to-speak queue, host moderation, live stage events (SSE), and
+//! each speaker's recorded track.
+
+use crate::api::{bearer, entry_or_404, space_json, ApiError, ApiResult, Shared};
+use crate::app::{now_ms, now_secs, App, SpaceEntry};
+use crate::auth;
+use crate::stage::{list_tracks, stage_role, tracks_dir};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+use tribune_core::space::SpaceState;
+use tribune_core::stage::{MutedBy, StageError, MAX_ON_STAGE};
+use tribune_core::token::{self, Claims, Role};
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/spaces/{id}/whip", post(whip_offer))
+        .route(
+            "/spaces/{id}/whip/{session}",
+            axum::routing::delete(whip_delete),
+        )
+        .route("/api/spaces/{id}/stage", get(show_stage))
+        .route("/api/spaces/{id}/events", get(events))
+        .route("/api/spaces/{id}/stage/requests", post(request_to_speak))
+        .route(
+            "/api/spaces/{id}/stage/requests/{rid}",
+            axum::routing::delete(withdraw_request),
+        )
+        .route(
+            "/api/spaces/{id}/stage/requests/{rid}/approve",
+            post(approve),
+        )
+        .route(
+            "/api/spaces/{id}/stage/requests/{rid}/decline",
+            post(decline),
+        )
+        .route(
+            "/api/spaces/{id}/stage/requests/{rid}/token",
+            post(claim_token),
+        )
+        .route("/api/spaces/{id}/stage/members/{identity}/mute", post(mute))
+        .route(
+            "/api/spaces/{id}/stage/members/{identity}/remove",
+            post(remove),
+        )
+        .route("/api/spaces/{id}/tracks", get(list_speaker_tracks))
+        .route("/spaces/{id}/tracks/{file}", get(speaker_track))
+}
+
+fn stage_error(e: StageError) -> ApiError {
+    let status = match e {
+        StageError::Full | StageError::Pending => StatusCode::CONFLICT,
+        StageError::Removed(_) | StageError::Declined | StageError::MutedByHost => {
+            StatusCode::FORBIDDEN
+        }
+        StageError::NotOnStage(_) | StageError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+        StageError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+        StageError::BadName => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// The live space behind `id`, or why the stage is closed.
+fn live_entry(app: &App, id: &str) -> Result<(SpaceEntry, Arc<crate::live::LiveSpace>), ApiError> {
+    let entry = entry_or_404(app, id)?;
+    match (entry.row.state, entry.live.clone()) {
+        (SpaceState::Live, Some(live)) => Ok((entry, live)),
+        (SpaceState::Scheduled, _) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the space is not live yet: the host starts it first",
+        )),
+        _ => Err(ApiError::new(StatusCode::GONE, "the space has ended")),
+    }
+}
+
+async fn whip_offer(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Speaker, "speaking in this space")?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the SDP offer with Content-Type: application/sdp",
+        ));
+    }
+    let (entry, live) = live_entry(&app, &id)?;
+    let offer = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text"))?;
+    let (rtc, audio, answer) = app.rtc.answer(offer).map_err(|e| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        metrics::counter!("tribune_whip_rejects_total", "reason" => "offer").increment(1);
+        ApiError::new(status, e.to_string())
+    })?;
+    let identity = claims.sub.clone();
+    let role = stage_role(claims.role, &identity, &entry.row.created_by);
+    let session: u64 = rand::random::<u64>() >> 1;
+    let stage = &live.stage;
+    let (name, replaced, muted) = {
+        let mut st = stage.lock();
+        let name = st.display_name(&identity);
+        let replaced = st
+            .join(&identity, &name, role, session)
+            .map_err(stage_error)?;
+        let muted = st.member(&identity).is_some_and(|m| m.muted);
+        (name, replaced, muted)
+    };
+    if let Some(old) = replaced {
+        app.rtc.close(old);
+    }
+    let sink = match stage.attach(&live, &app.rtc, session, &identity, &name) {
+        Ok(sink) => sink,
+        Err(e) => {
+            stage.lock().leave(session);
+            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
+        }
+    };
+    app.rtc.add(session, rtc, audio, sink);
+    if muted {
+        stage.set_muted(session, true);
+    }
+    stage.changed();
+    metrics::counter!("tribune_whip_sessions_total").increment(1);
+    tracing::info!(space = %id, %identity, session, ?role, "speaker joined the stage");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/spaces/{id}/whip/{session:x}")),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+async fn whip_delete(
+    State(app): Shared,
+    Path((id, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    let (_, live) = live_entry(&app, &id)?;
+    let session = u64::from_str_radix(&session, 16)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such WHIP session"))?;
+    let member = {
+        let st = live.stage.lock();
+        st.members().iter().find(|m| m.session == session).cloned()
+    };
+    let Some(member) = member else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such WHIP session"));
+    };
+    if member.identity != claims.sub {
+        auth::require(&claims, &id, Role::Host, "ending someone else's session")?;
+    }
+    app.rtc.close(session);
+    live.stage.lock().leave(session);
+    live.stage.changed();
+    Ok(StatusCode::OK.into_response())
+}
+
+/// What pages show: the space and its stage.
+fn stage_json(app: &App, entry: &SpaceEntry) -> Value {
+    let (members, requests) = match &entry.live {
+        Some(live) => {
+            let st = live.stage.lock();
+            let members = serde_json::to_value(st.members()).unwrap_or(Value::Null);
+            let requests: Vec<_> = st.pending().cloned().collect();
+            (
+                members,
+                serde_json::to_value(requests).unwrap_or(Value::Null),
+            )
+        }
+        None => (json!([]), json!([])),
+    };
+    json!({
+        "space": space_json(app, entry),
+        "stage": { "members": members, "requests": requests, "max_speakers": MAX_ON_STAGE },
+    })
+}
+
+async fn show_stage(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let entry = entry_or_404(&app, &id)?;
+    Ok(Json(stage_json(&app, &entry)).into_response())
+}
+
+/// Server-sent events: the stage snapshot at once, on every change, and
+/// every second (listener counts and levels move continuously).
+async fn events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    entry_or_404(&app, &id)?;
+    struct Follow {
+        app: Arc<App>,
+        id: String,
+        changes: Option<tokio::sync::watch::Receiver<u64>>,
+        first: bool,
+    }
+    let start = Follow {
+        app,
+        id,
+        changes: None,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(start, |mut f| async move {
+        if !f.first {
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            match f.changes.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() { f.changes = None },
+                        _ = tick => {}
+                    }
+                }
+                None => tick.await,
+            }
+        }
+        f.first = false;
+        let entry = f.app.space(&f.id)?;
+        if f.changes.is_none() {
+            if let Some(live) = &entry.live {
+                let mut rx = live.stage.subscribe();
+                rx.mark_unchanged();
+                f.changes = Some(rx);
+            }
+        }
+        let data = stage_json(&f.app, &entry).to_string();
+        let event: Result<Event, Infallible> = Ok(Event::default().event("stage").data(data));
+        Some((event, f))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeakRequest {
+    name: String,
+}
+
+fn request_ticket_subject(rid: &str) -> String {
+    format!("request:{rid}")
+}
+
+async fn request_to_speak(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<SpeakRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let (entry, live) = live_entry(&app, &id)?;
+    if entry.row.private {
+        let claims = bearer(&app, &headers)?;
+        auth::require(
+            &claims,
+            &id,
+            Role::Listener,
+            "asking to speak in this private space",
+        )?;
+    }
+    let Json(req) = body?;
+    let rid = format!("{:08x}", rand::random::<u32>());
+    live.stage
+        .lock()
+        .request(&rid, &req.name, now_ms())
+        .map_err(stage_error)?;
+    live.stage.changed();
+    let claims = Claims::new(
+        &request_ticket_subject(&rid),
+        Role::Listener,
+        Some(&id),
+        now_secs(),
+        12 * 3600,
+    );
+    let ticket = token::sign(&claims, &app.secret)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": rid, "ticket": ticket })),
+    )
+        .into_response())
+}
+
+/// The bearer holds the ticket of request `rid` in this space.
+fn require_ticket(app: &App, headers: &HeaderMap, id: &str, rid: &str) -> Result<(), ApiError> {
+    let claims = bearer(app, headers)?;
+    if claims.sub != request_ticket_subject(rid) || claims.space.as_deref() != Some(id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this ticket is for another request",
+        ));
+    }
+    Ok(())
+}
+
+async fn withdraw_request(
+    State(app): Shared,
+    Path((id, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_ticket(&app, &headers, &id, &rid)?;
+    let (_, live) = live_entry(&app, &id)?;
+    live.stage.lock().withdraw(&rid).map_err(stage_error)?;
+    live.stage.changed();
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn host_decides(
+    app: Arc<App>,
+    id: String,
+    rid: String,
+    headers: HeaderMap,
+    approve: bool,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Host, "answering requests to speak")?;
+    let (_, live) = live_entry(&app, &id)?;
+    {
+        let mut st = live.stage.lock();
+        if approve {
+            st.approve(&rid)
+        } else {
+            st.decline(&rid)
+        }
+        .map_err(stage_error)?;
+    }
+    live.stage.changed();
+    Ok(Json(json!({ "id": rid, "approved": approve })).into_response())
+}
+
+async fn approve(
+    State(app): Shared,
+    Path((id, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    host_decides(app, id, rid, headers, true).await
+}
+
+async fn decline(
+    State(app): Shared,
+    Path((id, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    host_decides(app, id, rid, headers, false).await
+}
+
+/// An approved requester trades their ticket for a speaker token.
+async fn claim_token(
+    State(app): Shared,
+    Path((id, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_ticket(&app, &headers, &id, &rid)?;
+    let (_, live) = live_entry(&app, &id)?;
+    let claimed = live.stage.lock().claim(&rid);
+    let (identity, name) = match claimed {
+        Ok(v) => v,
+        Err(e @ StageError::Pending) => {
+            return Ok((
+                StatusCode::CONFLICT,
+                Json(json!({ "error": e.to_string(), "state": "pending" })),
+            )
+                .into_response())
+        }
+        Err(e @ StageError::Declined) => {
+            return Ok((
+                StatusCode::FORBIDDEN,
+                Json(json!({ "error": e.to_string(), "state": "declined" })),
+            )
+                .into_response())
+        }
+        Err(e) => return Err(stage_error(e)),
+    };
+    let claims = Claims::new(&identity, Role::Speaker, Some(&id), now_secs(), 12 * 3600);
+    let token = token::sign(&claims, &app.secret)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "token": token, "identity": identity, "name": name })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mute {
+    muted: bool,
+}
+
+async fn mute(
+    State(app): Shared,
+    Path((id, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<Mute>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    let by = if claims.allows(&id, Role::Host) {
+        MutedBy::Host
+    } else if claims.sub == identity && claims.allows(&id, Role::Speaker) {
+        MutedBy::Themself
+    } else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only the host or the speaker themself can mute a speaker",
+        ));
+    };
+    let Json(req) = body?;
+    let (_, live) = live_entry(&app, &id)?;
+    let session = live
+        .stage
+        .lock()
+        .mute(&identity, req.muted, by)
+        .map_err(stage_error)?;
+    live.stage.set_muted(session, req.muted);
+    live.stage.changed();
+    Ok(Json(json!({ "identity": identity, "muted": req.muted })).into_response())
+}
+
+async fn remove(
+    State(app): Shared,
+    Path((id, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Host, "moving speakers to the audience")?;
+    let (_, live) = live_entry(&app, &id)?;
+    let member = live.stage.lock().remove(&identity).map_err(stage_error)?;
+    app.rtc.close(member.session);
+    live.stage.changed();
+    tracing::info!(space = %id, %identity, "host moved a speaker to the audience");
+    Ok(Json(json!({ "identity": identity, "removed": true })).into_response())
+}
+
+async fn list_speaker_tracks(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let entry = entry_or_404(&app, &id)?;
+    let tracks: Vec<Value> = list_tracks(&tracks_dir(&app.cfg.data, &id))
+        .into_iter()
+        .map(|(file, bytes)| {
+            let identity = file.trim_end_matches(".opus").to_string();
+            json!({ "identity": identity, "name": identity, "url": format!("/spaces/{id}/tracks/{file}"), "bytes": bytes })
+        })
+        .collect();
+    Ok(Json(json!({ "state": entry.row.state, "tracks": tracks })).into_response())
+}
+
+/// A recorded speaker track file; names are checked so no path escapes
+/// the space's folder.
+async fn speaker_track(
+    State(app): Shared,
+    Path((id, file)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult {
+    entry_or_404(&app, &id)?;
+    let stem = file.strip_suffix(".opus").unwrap_or("");
+    let safe = !stem.is_empty()
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let path = tracks_dir(&app.cfg.data, &id).join(&file);
+    if !safe || !path.is_file() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such speaker track",
+        ));
+    }
+    let served = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut res = served.map(axum::body::Body::new);
+    if res.status().is_success() {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("audio/ogg"),
+        );
+    }
+    Ok(res)
+}
