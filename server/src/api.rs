@@ -78,6 +78,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index_page))
         .route("/spaces/{id}", get(space_page))
+        .route("/spaces/{id}/host", get(space_page))
+        .route("/spaces/{id}/speak", get(space_page))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
         .route("/api/spaces", get(list_spaces).post(create_space))
         .route("/api/spaces/{id}", get(show_space))
         .route("/api/spaces/{id}/start", post(start_space))
@@ -416,6 +420,28 @@ async fn metrics(State(app): Shared) -> Response {
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const APP_CSS: &str = include_str!("../../web/app.css");
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// Assets are embedded; `no-cache` so an upgraded binary is picked up at once.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 async fn index_page() -> Html<&'static str> {
     Html(INDEX_HTML)
