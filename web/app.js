@@ -1,0 +1,1421 @@
+// Tribune's web app. One shell (index.html) serves every page:
+//   /                    home: live, upcoming and past spaces; start or schedule one
+//   /spaces/{id}         listener: program player, request to speak, replay and tracks
+//   /spaces/{id}/host    host console (#token=HOST_TOKEN, kept in localStorage)
+//   /spaces/{id}/speak   speaker (#token=SPEAKER_TOKEN, optional autojoin=1)
+// Plain ES module, no framework, no build step, nothing fetched from
+// elsewhere. The ids and data-* attributes that web/e2e/stage.mjs relies on
+// are listed in web/e2e/README.md; keep them stable.
+
+const app = document.getElementById("app");
+const connBanner = document.getElementById("conn");
+
+/* ---------------------------------------------------------------- basics */
+
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const $ = (sel, root = document) => root.querySelector(sel);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const TALKING = 0.05;
+
+const ICON = {
+  hand: '<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" fill="currentColor"><path d="M21 7c0-1.38-1.12-2.5-2.5-2.5-.17 0-.34.02-.5.05V4c0-1.38-1.12-2.5-2.5-2.5-.23 0-.46.03-.67.09C14.46.66 13.56 0 12.5 0c-1.23 0-2.25.89-2.46 2.06C9.87 2.02 9.69 2 9.5 2 8.12 2 7 3.12 7 4.5v5.89c-.34-.31-.76-.54-1.22-.66L5 9.5c-1.03-.28-2.1.32-2.41 1.33-.16.51-.11 1.06.13 1.54l3.88 7.52C7.97 22.27 10.36 24 13 24h1c3.86 0 7-3.14 7-7V7zm-2 10c0 2.76-2.24 5-5 5h-1c-1.89 0-3.6-1.24-4.58-3.27L4.6 11.71l.69.19c.38.1.71.34.91.68L8 15.5V4.5c0-.28.22-.5.5-.5s.5.22.5.5V11h2V2.5c0-.28.22-.5.5-.5s.5.22.5.5V11h2V4c0-.28.22-.5.5-.5s.5.22.5.5v7h2V7c0-.28.22-.5.5-.5s.5.22.5.5v10z"/></svg>',
+  play: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M8 5v14l11-7z"/></svg>',
+  pause: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 5h4v14H6zm8 0h4v14h-4z"/></svg>',
+  micOff: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M19 11h-1.7c0 .74-.16 1.43-.43 2.05l1.23 1.23c.56-.98.9-2.09.9-3.28zm-4.02.17c0-.06.02-.11.02-.17V5c0-1.66-1.34-3-3-3S9 3.34 9 5v.18l5.98 5.99zM4.27 3 3 4.27l6.01 6.01V11c0 1.66 1.33 3 2.99 3 .22 0 .44-.03.65-.08l1.66 1.66c-.71.33-1.5.52-2.31.52-2.76 0-5.3-2.1-5.3-5.1H5c0 3.41 2.72 6.23 6 6.72V21h2v-3.28c.91-.13 1.77-.45 2.54-.9L19.73 21 21 19.73 4.27 3z"/></svg>',
+};
+
+// Query and fragment flags. Tokens travel in the fragment so they never
+// reach server logs; each page stores its token and removes the fragment.
+const frag = new URLSearchParams(location.hash.slice(1));
+const query = new URLSearchParams(location.search);
+const flag = (name) => ["1", "true", "yes"].includes(frag.get(name) || query.get(name) || "");
+function stripFragment() {
+  if (location.hash) history.replaceState(history.state, "", location.pathname + location.search);
+}
+
+const store = {
+  raw(key) { try { return localStorage.getItem(key) || ""; } catch { return ""; } },
+  setRaw(key, v) { try { v ? localStorage.setItem(key, v) : localStorage.removeItem(key); } catch { /* private mode */ } },
+  map(key) { try { return JSON.parse(localStorage.getItem(key) || "{}") || {}; } catch { return {}; } },
+  put(key, id, v) { const m = store.map(key); if (v == null) delete m[id]; else m[id] = v; store.setRaw(key, JSON.stringify(m)); },
+  session(key, v) {
+    try {
+      if (v === undefined) return JSON.parse(sessionStorage.getItem(key) || "null");
+      if (v === null) sessionStorage.removeItem(key); else sessionStorage.setItem(key, JSON.stringify(v));
+    } catch { return null; }
+    return v;
+  },
+};
+const adminToken = () => store.raw("tribune.token");
+if (frag.get("admin")) { store.setRaw("tribune.token", frag.get("admin")); frag.delete("admin"); stripFragment(); }
+
+/** The payload of a JWT (identity `sub`, `role`, `space`, `exp`), unverified. */
+function claims(tok) {
+  try {
+    const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(part + "===".slice((part.length + 3) % 4));
+    return JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+  } catch { return null; }
+}
+
+class ApiError extends Error {
+  constructor(message, status, data) { super(message); this.status = status; this.data = data || {}; }
+}
+
+function statusWords(status) {
+  if (status === 401) return "Your link or token is missing, expired or invalid.";
+  if (status === 403) return "You're not allowed to do that with this link.";
+  if (status === 404) return "Not found.";
+  if (status === 409) return "That isn't possible in the space's current state.";
+  if (status === 429) return "Too many requests; wait a moment and try again.";
+  if (status >= 500) return `The server had a problem (HTTP ${status}). Try again in a moment.`;
+  return `The request failed (HTTP ${status}).`;
+}
+
+const sentence = (s) => { s = String(s || "").trim(); return s ? s[0].toUpperCase() + s.slice(1) + (/[.!?…]$/.test(s) ? "" : ".") : s; };
+
+/** JSON API call; errors become ApiError with the server's words. */
+async function api(method, path, body, tok) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (tok) headers.Authorization = "Bearer " + tok;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  } catch {
+    throw new ApiError("Can't reach the server. Check your connection and try again.", 0);
+  }
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiError(data.error ? sentence(data.error) : statusWords(res.status), res.status, data);
+  return data;
+}
+
+/* ------------------------------------------------------------ formatting */
+
+const plural = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
+function fmtWhen(ms) {
+  if (!ms) return "";
+  const d = new Date(ms), now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  const opts = sameDay ? { hour: "2-digit", minute: "2-digit" } : { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+  return (sameDay ? "today " : "") + d.toLocaleString(undefined, opts);
+}
+function fmtDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000)), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(sec).padStart(2, "0");
+}
+function fmtRelative(ms) {
+  const diff = ms - Date.now(), abs = Math.abs(diff), min = Math.round(abs / 60000);
+  const txt = min < 1 ? "less than a minute" : min < 60 ? plural(min, "minute") : min < 48 * 60 ? plural(Math.round(min / 60), "hour") : plural(Math.round(min / 1440), "day");
+  return diff >= 0 ? "in " + txt : txt + " ago";
+}
+const fmtBytes = (n) => n >= 1e6 ? (n / 1e6).toFixed(1) + " MB" : n >= 1e3 ? Math.round(n / 1e3) + " kB" : n + " B";
+const initials = (name) => String(name || "?").trim().split(/\s+/).map((w) => w[0]).join("").slice(0, 2).toUpperCase() || "?";
+function hue(s) { let h = 0; for (const c of String(s)) h = (h * 31 + c.charCodeAt(0)) % 360; return h; }
+const avatarStyle = (id) => `background:hsl(${hue(id)} 45% 38%)`;
+const STATE_LABEL = { live: "Live", scheduled: "Scheduled", ended: "Ended" };
+const badge = (state) => `<span class="badge ${esc(state)}">${esc(STATE_LABEL[state] || state)}</span>`;
+const ROLE_LABEL = { host: "Host", cohost: "Co-host", speaker: "Speaker", admin: "Host" };
+
+function setStateBadge(el, space) {
+  if (!el) return;
+  el.className = "badge " + space.state;
+  el.dataset.state = space.state; // e2e: #space-state[data-state]
+  el.textContent = STATE_LABEL[space.state] || space.state;
+}
+
+let toastTimer;
+function toast(msg) {
+  let t = $(".toast");
+  if (!t) { t = document.createElement("div"); t.className = "toast"; t.setAttribute("role", "status"); document.body.append(t); }
+  t.textContent = msg; t.hidden = false;
+  clearTimeout(toastTimer); toastTimer = setTimeout(() => { t.hidden = true; }, 2500);
+}
+
+async function copyText(text, input) {
+  try { await navigator.clipboard.writeText(text); toast("Link copied"); return; } catch { /* insecure context: fall back */ }
+  if (input) {
+    input.focus(); input.select();
+    try { if (document.execCommand("copy")) { toast("Link copied"); return; } } catch { /* ignore */ }
+  }
+  toast("Select the link and copy it");
+}
+
+function say(el, msg, kind = "error") {
+  if (!el) return;
+  el.textContent = msg || "";
+  el.className = msg ? kind : "muted";
+  el.hidden = !msg;
+}
+
+/** Keyed list update in place, so buttons under the pointer survive updates. */
+function reconcile(list, items, key, create, update) {
+  const old = new Map([...list.children].map((el) => [el.dataset.key, el]));
+  let prev = null;
+  for (const item of items) {
+    const k = String(key(item));
+    let el = old.get(k);
+    if (el) old.delete(k); else { el = create(item); el.dataset.key = k; }
+    update(el, item);
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== el) list.insertBefore(el, want);
+    prev = el;
+  }
+  for (const el of old.values()) el.remove();
+}
+function fromHTML(html) { const t = document.createElement("template"); t.innerHTML = html.trim(); return t.content.firstElementChild; }
+
+/* -------------------------------------------------- connection status UI */
+
+const conn = {
+  bad: new Set(),
+  set(key, isBad) {
+    if (isBad) this.bad.add(key); else this.bad.delete(key);
+    connBanner.hidden = this.bad.size === 0;
+  },
+};
+
+/* ------------------------------------------------ live state of a space */
+
+let stageApi = true; // false when the server has no /stage yet: plain space JSON
+function normalize(d) {
+  const st = d.stage || null;
+  return {
+    space: d.space,
+    stage: { members: (st && st.members) || [], requests: (st && st.requests) || [], max_speakers: (st && st.max_speakers) || 13 },
+    partial: !st,
+  };
+}
+async function fetchSnapshot(id) {
+  if (stageApi) {
+    try { return normalize(await api("GET", `/api/spaces/${id}/stage`)); } catch (e) { if (e.status !== 404 && e.status !== 405) throw e; }
+  }
+  const space = await api("GET", `/api/spaces/${id}`);
+  stageApi = false;
+  return normalize({ space, stage: null });
+}
+
+/**
+ * Follows a space: Server-Sent Events (`event: stage`) and, if the server
+ * refuses the stream, polling. Calls onSnapshot({space, stage}) on changes.
+ */
+function watchSpace(id, onSnapshot) {
+  let es = null, pollTimer = null, closed = false, last = Date.now(), state = null, polls = 0;
+  const deliver = (snap) => {
+    last = Date.now(); state = snap.space && snap.space.state; conn.set("live", false);
+    try { onSnapshot(snap); } catch (e) { console.error(e); }
+  };
+  const openSse = () => {
+    if (closed || !window.EventSource) { startPolling(); return; }
+    const src = new EventSource(`/api/spaces/${encodeURIComponent(id)}/events`);
+    es = src;
+    src.addEventListener("stage", (e) => {
+      let snap; try { snap = normalize(JSON.parse(e.data)); } catch { return; }
+      if (snap.space) { stopPolling(); deliver(snap); }
+    });
+    src.onopen = () => conn.set("live", false);
+    src.onerror = () => {
+      if (closed || es !== src) return;
+      if (src.readyState === EventSource.CLOSED) { es = null; startPolling(); } // refused: poll instead
+      else conn.set("live", true); // the browser reconnects by itself
+    };
+  };
+  const poll = async () => {
+    pollTimer = null;
+    if (closed) return;
+    try { deliver(await fetchSnapshot(id)); } catch (e) { conn.set("live", e.status === 0); }
+    if (++polls % 15 === 0 && !es && !closed) openSse();
+    if (!closed && pollTimer === null) pollTimer = setTimeout(poll, state === "live" ? 2000 : 4000);
+  };
+  const startPolling = () => { if (pollTimer === null && !closed) pollTimer = setTimeout(poll, 1000); };
+  const stopPolling = () => { if (pollTimer !== null) { clearTimeout(pollTimer); pollTimer = null; } };
+  // A live space sends about once a second: silence means a dead connection.
+  const watchdog = setInterval(() => {
+    if (closed || !es || state !== "live" || Date.now() - last < 10000) return;
+    conn.set("live", true);
+    es.close(); es = null; last = Date.now(); openSse();
+  }, 3000);
+  openSse();
+  return {
+    close() { closed = true; clearInterval(watchdog); stopPolling(); if (es) es.close(); es = null; conn.set("live", false); },
+    refresh: async () => { try { deliver(await fetchSnapshot(id)); } catch { /* next event */ } },
+  };
+}
+
+/* ------------------------------------------------- microphone and meter */
+
+let audioCtx = null;
+function getAudioContext() {
+  if (!audioCtx) {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    audioCtx = new Ctx();
+    const wake = () => { if (audioCtx.state === "suspended") audioCtx.resume().catch(() => {}); };
+    for (const ev of ["pointerdown", "keydown", "touchend"]) document.addEventListener(ev, wake, { passive: true });
+  }
+  if (audioCtx.state === "suspended") audioCtx.resume().catch(() => {});
+  return audioCtx;
+}
+
+/** Local input level from an AnalyserNode, drawn into a .meter element. */
+class Meter {
+  constructor(el) { this.el = el; this.fill = el && el.querySelector(".meter-fill"); this.level = 0; }
+  attach(stream) {
+    this.detach();
+    const ctx = getAudioContext();
+    if (!ctx || !stream) return;
+    this.src = ctx.createMediaStreamSource(stream);
+    this.an = ctx.createAnalyser();
+    this.an.fftSize = 1024;
+    this.sink = ctx.createGain(); this.sink.gain.value = 0; // keeps the graph pulled in every browser
+    this.src.connect(this.an); this.an.connect(this.sink); this.sink.connect(ctx.destination);
+    const buf = new Float32Array(this.an.fftSize);
+    const tick = () => {
+      if (!this.an) return;
+      this.an.getFloatTimeDomainData(buf);
+      let sum = 0; for (const v of buf) sum += v * v;
+      const db = 20 * Math.log10(Math.sqrt(sum / buf.length) || 1e-8);
+      const level = Math.min(1, Math.max(0, (db + 60) / 54));
+      this.level = Math.max(level, this.level * 0.85);
+      if (this.fill) this.fill.style.width = (this.level * 100).toFixed(1) + "%";
+      if (this.el) this.el.dataset.level = this.level.toFixed(2); // e2e: #mic-meter[data-level]
+      this.raf = requestAnimationFrame(tick);
+    };
+    this.raf = requestAnimationFrame(tick);
+  }
+  detach() {
+    cancelAnimationFrame(this.raf);
+    for (const n of [this.src, this.an, this.sink]) { try { n && n.disconnect(); } catch { /* gone */ } }
+    this.src = this.an = this.sink = null; this.level = 0;
+    if (this.fill) this.fill.style.width = "0";
+    if (this.el) this.el.dataset.level = "0";
+  }
+}
+
+function micError(e) {
+  switch (e && e.name) {
+    case "NotAllowedError": case "SecurityError":
+      return "Microphone access is blocked. Allow the microphone for this site in the browser's settings, then try again.";
+    case "NotFoundError": case "OverconstrainedError":
+      return "No microphone was found. Plug one in and try again.";
+    case "NotReadableError": case "AbortError":
+      return "The microphone is busy or unavailable; another app may be using it.";
+    default:
+      return "Couldn't open the microphone: " + ((e && e.message) || e);
+  }
+}
+
+function whipError(status, msg) {
+  const m = msg ? sentence(msg) : "";
+  if (status === 401 || status === 403) return `This link can't put you on stage. ${m} Ask the host for a new link.`.replace(/\s+/g, " ");
+  if (status === 404) return m || "This space doesn't exist.";
+  if (status === 409) return m || "The space isn't live, or the stage is full.";
+  if (status === 415) return "Your browser didn't offer Opus audio, which the stage needs. Try a current Chrome, Firefox or Safari.";
+  if (status === 400) return "The server couldn't read the browser's audio offer. " + m;
+  return m || statusWords(status);
+}
+
+const musicMode = { get: () => store.raw("tribune.music") === "1", set: (on) => store.setRaw("tribune.music", on ? "1" : "") };
+const liveSessions = new Set();
+addEventListener("pagehide", () => { for (const s of liveSessions) s.hangUpQuietly(); });
+
+/**
+ * One WHIP session (RFC 9725) on the stage: the microphone goes up on a
+ * sendrecv transceiver and the server's mix-minus comes back on it.
+ */
+class StageClient {
+  constructor(spaceId, token, returnAudio) {
+    this.spaceId = spaceId; this.token = token; this.returnAudio = returnAudio;
+    this.pc = null; this.stream = null; this.track = null; this.resource = null;
+    this.enabled = true; this.closed = false;
+    this.onstate = () => {}; this.onremote = () => {}; this.ontrackended = () => {};
+  }
+  async openMic() {
+    if (this.stream) return this.stream;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error(window.isSecureContext ? "This browser can't capture audio." : "The microphone only works over HTTPS (or on localhost). Open this page with https://.");
+    }
+    const music = musicMode.get();
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: !music, noiseSuppression: !music, autoGainControl: !music, channelCount: 1 },
+      });
+    } catch (e) { throw new Error(micError(e)); }
+    if (this.closed) { stream.getTracks().forEach((t) => t.stop()); throw new Error("closed"); }
+    this.useStream(stream);
+    return stream;
+  }
+  useStream(stream) {
+    this.stream = stream;
+    this.track = stream.getAudioTracks()[0];
+    this.track.contentHint = musicMode.get() ? "music" : "speech";
+    this.track.enabled = this.enabled;
+    this.track.onended = () => this.ontrackended();
+  }
+  /** Music mode on or off: a new capture with other processing, swapped in live. */
+  async reopenMic() {
+    if (!this.stream) return;
+    const old = this.stream;
+    this.stream = null;
+    try { await this.openMic(); } catch (e) { this.useStream(old); throw e; }
+    const sender = this.pc && this.pc.getSenders()[0];
+    if (sender) await sender.replaceTrack(this.track);
+    old.getTracks().forEach((t) => t.stop());
+  }
+  setEnabled(on) { this.enabled = on; if (this.track) this.track.enabled = on; }
+  async connect() {
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    this.pc = pc;
+    liveSessions.add(this);
+    pc.addTransceiver(this.track, { direction: "sendrecv", streams: [this.stream] });
+    pc.ontrack = (e) => {
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      if (this.returnAudio) { this.returnAudio.srcObject = stream; this.returnAudio.play().catch(() => {}); }
+      const heard = () => this.onremote();
+      if (!e.track.muted) heard(); else e.track.addEventListener("unmute", heard, { once: true });
+    };
+    pc.onconnectionstatechange = () => { if (this.pc === pc) this.onstate(pc.connectionState); };
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const whip = `/spaces/${encodeURIComponent(this.spaceId)}/whip`;
+    let res;
+    try {
+      res = await fetch(whip, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + this.token },
+        body: pc.localDescription.sdp,
+      });
+    } catch { throw new ApiError("Can't reach the server. Check your connection.", 0); }
+    if (!res.ok) {
+      const text = await res.text();
+      let msg = ""; try { msg = JSON.parse(text).error; } catch { msg = text.length < 200 ? text : ""; }
+      throw new ApiError(whipError(res.status, msg), res.status);
+    }
+    const loc = res.headers.get("Location");
+    this.resource = loc ? new URL(loc, new URL(whip, location.href)).href : null;
+    const answer = await res.text();
+    if (this.closed) { this.hangUpQuietly(); throw new Error("closed"); }
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  }
+  /** Ends the session (DELETE the WHIP resource) and releases the microphone. */
+  async leave() {
+    const resource = this.resource;
+    this.teardown();
+    if (resource) await fetch(resource, { method: "DELETE", headers: { Authorization: "Bearer " + this.token } }).catch(() => {});
+  }
+  hangUpQuietly() {
+    if (this.resource) fetch(this.resource, { method: "DELETE", keepalive: true, headers: { Authorization: "Bearer " + this.token } }).catch(() => {});
+    this.teardown();
+  }
+  teardown() {
+    this.closed = true; this.resource = null;
+    liveSessions.delete(this);
+    if (this.pc) { this.pc.onconnectionstatechange = null; this.pc.ontrack = null; try { this.pc.close(); } catch { /* closed */ } }
+    this.pc = null;
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    this.stream = this.track = null;
+    if (this.returnAudio) { this.returnAudio.pause(); this.returnAudio.srcObject = null; }
+  }
+}
+
+/**
+ * The microphone card used by the host console, the speaker page and a
+ * listener brought on stage: join, mute, leave, level, connection state.
+ * data-status on #mic-panel: idle | waiting | connecting | connected |
+ * reconnecting | failed | removed | left | ended.
+ */
+class MicPanel {
+  constructor(root, opts) {
+    this.o = Object.assign({ joinLabel: "Join stage", idleText: "You're not on stage.", showJoin: true, onTakeover() {}, onExit() {} }, opts);
+    this.status = "idle"; this.want = false; this.space = opts.space || null;
+    this.selfMuted = false; this.hostMuted = false; this.seen = false; this.retries = 0;
+    root.innerHTML = `
+      <div class="mic-panel" id="mic-panel" data-status="idle">
+        <div class="mic-state"><span class="status-dot" id="mic-dot"></span><span id="mic-status"></span></div>
+        <div class="meter" id="mic-meter" title="Your microphone level" data-level="0"><div class="meter-fill"></div></div>
+        <div class="controls">
+          <button id="join-stage" type="button">${esc(this.o.joinLabel)}</button>
+          <button id="mute-toggle" type="button" class="secondary mute" aria-pressed="false" hidden>Mute</button>
+          <button id="leave-stage" type="button" class="ghost" hidden>Leave stage</button>
+        </div>
+        <label class="check small"><input type="checkbox" id="music-mode"${musicMode.get() ? " checked" : ""}>
+          <span>Music mode: no noise suppression or echo cancellation (use headphones)</span></label>
+        <p id="mic-error" class="error" role="alert" hidden></p>
+        <audio id="stage-return" autoplay></audio>
+      </div>`;
+    this.el = $("#mic-panel", root);
+    this.meter = new Meter($("#mic-meter", root));
+    this.returnAudio = $("#stage-return", root);
+    $("#join-stage", root).onclick = () => { getAudioContext(); this.join(); };
+    $("#mute-toggle", root).onclick = () => this.toggleMute();
+    $("#leave-stage", root).onclick = () => this.leave();
+    $("#music-mode", root).onchange = (e) => this.setMusic(e.target.checked);
+    this.render();
+  }
+  get identity() { return this.o.identity || (claims(this.o.token) || {}).sub; }
+  get onStage() { return ["connecting", "connected", "reconnecting"].includes(this.status); }
+  setStatus(s) { this.status = s; this.render(); }
+  error(msg) { say($("#mic-error", this.el), msg); }
+  render() {
+    const s = this.status, muted = this.selfMuted || this.hostMuted;
+    this.el.dataset.status = s; // e2e
+    this.el.dataset.muted = String(muted);
+    const text = {
+      idle: this.o.idleText,
+      waiting: "Waiting for the host to go live. You'll join automatically.",
+      connecting: "Connecting to the stage…",
+      connected: this.hostMuted ? "On stage · the host muted you" : muted ? "On stage · you're muted" : "On stage · you're live",
+      reconnecting: "Connection unstable · reconnecting…",
+      failed: "Not connected.",
+      removed: "The host moved you to the audience.",
+      left: "You left the stage.",
+      ended: "The space has ended.",
+    }[s] || s;
+    $("#mic-status", this.el).textContent = text;
+    $("#mic-dot", this.el).className = "status-dot" + (s === "connected" ? (muted ? " off" : " on") : "");
+    const join = $("#join-stage", this.el), mute = $("#mute-toggle", this.el), leave = $("#leave-stage", this.el);
+    const ended = this.space && this.space.state === "ended";
+    join.hidden = !this.o.showJoin || this.onStage || s === "waiting" || ended;
+    join.disabled = this.busy;
+    mute.hidden = !(this.onStage || s === "waiting");
+    mute.textContent = muted ? "Unmute" : "Mute";
+    mute.setAttribute("aria-pressed", String(muted));
+    leave.hidden = !(this.onStage || s === "waiting");
+    $("#music-mode", this.el).closest("label").hidden = ended;
+  }
+  setSpace(space) {
+    this.space = space;
+    if (space.state === "ended") {
+      if (this.client || this.want) { this.want = false; this.drop(false); this.setStatus("ended"); this.o.onExit("ended"); }
+      this.render();
+      return;
+    }
+    if (space.state === "live" && this.want && this.status === "waiting" && !this.busy) this.connect();
+    this.render();
+  }
+  setStage(stage) {
+    if (!this.client || !this.onStage) return;
+    const me = stage.members.find((m) => m.identity === this.identity);
+    if (me) {
+      this.seen = true;
+      const hostMuted = !!me.muted && me.muted_by === "host";
+      if (hostMuted !== this.hostMuted) { this.hostMuted = hostMuted; this.applyMute(); }
+      this.el.dataset.talking = String((me.level || 0) > TALKING);
+    } else if (this.seen && this.status !== "connecting") {
+      // We were on stage and the host took us off: back to the audience.
+      this.want = false;
+      this.drop(false); // the server already closed the session
+      this.setStatus("removed");
+      this.o.onExit("removed");
+    }
+  }
+  async join() {
+    if (this.busy || this.onStage) return;
+    this.want = true; this.retries = 0; this.error("");
+    if (!this.space || this.space.state !== "live") {
+      // Open the mic now (permission prompt, level check), connect when live.
+      try { await this.ensureMic(); } catch (e) { this.want = false; this.error(e.message); this.setStatus("failed"); return; }
+      this.setStatus(this.space && this.space.state === "ended" ? "ended" : "waiting");
+      return;
+    }
+    await this.connect();
+  }
+  async ensureMic() {
+    if (!this.client) {
+      this.client = new StageClient(this.o.spaceId, this.o.token, this.returnAudio);
+      this.client.setEnabled(!(this.selfMuted || this.hostMuted));
+    }
+    await this.client.openMic();
+    this.meter.attach(this.client.stream);
+    this.client.ontrackended = () => { this.error("The microphone stopped (unplugged, or access was revoked)."); this.leave(); };
+  }
+  async connect() {
+    this.busy = true; this.seen = false; this.tookOver = false;
+    this.setStatus("connecting");
+    try {
+      await this.ensureMic();
+      const c = this.client;
+      c.onremote = () => this.takeover();
+      c.onstate = (st) => this.onPeerState(st);
+      await c.connect();
+      clearTimeout(this.iceTimer);
+      this.iceTimer = setTimeout(() => {
+        if (this.client === c && this.status === "connecting") this.failed("Couldn't connect the audio. A firewall or VPN may be blocking UDP to the server.", true);
+      }, 15000);
+    } catch (e) {
+      if (e.message === "closed") return;
+      if (e.status === 409 && this.space && this.space.state !== "live") {
+        // Not live after all: wait for the host, keep the mic open.
+        this.busy = false; this.dropSession(); this.setStatus("waiting"); return;
+      }
+      this.failed(e.message, e.status === 0);
+    } finally {
+      this.busy = false; this.render();
+    }
+  }
+  onPeerState(st) {
+    if (st === "connected") {
+      clearTimeout(this.iceTimer); this.retries = 0;
+      this.setStatus("connected"); this.error("");
+      if (this.selfMuted) this.postMute(true);
+      // If no return audio arrives (alone on stage), still stop the delayed program.
+      clearTimeout(this.takeoverTimer);
+      this.takeoverTimer = setTimeout(() => this.takeover(), 2000);
+    } else if (st === "disconnected") {
+      if (this.status === "connected") this.setStatus("reconnecting");
+    } else if (st === "failed") {
+      this.failed("The audio connection was lost.", true);
+    }
+  }
+  takeover() {
+    if (this.tookOver || !this.onStage) return;
+    this.tookOver = true;
+    this.o.onTakeover();
+  }
+  failed(msg, retry) {
+    this.dropSession();
+    if (retry && this.want && this.retries < 3 && this.space && this.space.state === "live") {
+      this.retries++;
+      this.error(msg + " Trying again…");
+      this.setStatus("reconnecting");
+      setTimeout(() => { if (this.want && this.status === "reconnecting") this.connect(); }, 1500 * this.retries);
+      return;
+    }
+    this.want = false;
+    this.drop();
+    this.error(msg);
+    this.setStatus("failed");
+    this.o.onExit("failed");
+  }
+  /** Closes the WebRTC session but keeps the microphone (for a retry). */
+  dropSession() {
+    clearTimeout(this.iceTimer); clearTimeout(this.takeoverTimer);
+    const c = this.client;
+    if (!c) return;
+    if (c.resource) fetch(c.resource, { method: "DELETE", headers: { Authorization: "Bearer " + c.token } }).catch(() => {});
+    c.resource = null;
+    liveSessions.delete(c);
+    if (c.pc) { c.pc.onconnectionstatechange = null; c.pc.close(); c.pc = null; }
+    if (c.returnAudio) c.returnAudio.srcObject = null;
+  }
+  /** Closes everything, microphone included. */
+  drop(hangUp = true) {
+    clearTimeout(this.iceTimer); clearTimeout(this.takeoverTimer);
+    this.meter.detach();
+    if (this.client) { if (hangUp) this.client.leave(); else this.client.teardown(); this.client = null; }
+    this.hostMuted = false;
+    this.el.dataset.talking = "false";
+  }
+  async leave() {
+    this.want = false;
+    const wasOn = this.onStage || this.status === "waiting";
+    this.drop();
+    this.setStatus("left");
+    if (wasOn) this.o.onExit("left");
+  }
+  applyMute() {
+    if (this.client) this.client.setEnabled(!(this.selfMuted || this.hostMuted));
+    this.render();
+  }
+  async toggleMute() {
+    const muted = this.selfMuted || this.hostMuted;
+    this.error("");
+    if (muted) {
+      const wasHost = this.hostMuted;
+      this.selfMuted = false;
+      if (wasHost) {
+        // Ask the server first: the host's mute may not be ours to lift.
+        try { await this.postMute(false, true); this.hostMuted = false; } catch (e) { this.error(e.message); }
+      } else this.postMute(false);
+    } else {
+      this.selfMuted = true;
+      this.postMute(true);
+    }
+    this.applyMute();
+  }
+  async postMute(muted, strict) {
+    if (!this.client || this.status !== "connected") return;
+    const path = `/api/spaces/${this.o.spaceId}/stage/members/${encodeURIComponent(this.identity)}/mute`;
+    try { await api("POST", path, { muted }, this.o.token); } catch (e) {
+      if (strict) throw e;
+      this.error(`Muted on this device, but the server didn't record it: ${e.message}`);
+    }
+  }
+  async setMusic(on) {
+    musicMode.set(on);
+    if (!this.client || !this.client.stream) return;
+    try { await this.client.reopenMic(); this.meter.attach(this.client.stream); toast(on ? "Music mode on" : "Voice mode on"); } catch (e) { this.error(e.message); }
+  }
+  destroy() { this.want = false; this.drop(); }
+}
+
+/* -------------------------------------------------------- stage displays */
+
+/** Avatars of the people on stage (listener and speaker pages). */
+function renderAvatars(list, members) {
+  reconcile(list, members, (m) => m.identity,
+    (m) => fromHTML(`<li class="member"><div class="avatar" style="${avatarStyle(m.identity)}"><span class="ini"></span><span class="mic-off">${ICON.micOff}</span></div><div class="name"></div><div class="sub"></div></li>`),
+    (el, m) => {
+      el.dataset.identity = m.identity;
+      el.dataset.name = m.name || m.identity;
+      el.dataset.connected = String(m.connected !== false);
+      el.dataset.muted = String(!!m.muted);
+      el.dataset.talking = String(!m.muted && (m.level || 0) > TALKING);
+      $(".ini", el).textContent = initials(m.name || m.identity);
+      $(".name", el).textContent = m.name || m.identity;
+      $(".sub", el).textContent = m.connected === false ? "connecting…" : ROLE_LABEL[m.role] || "Speaker";
+    });
+}
+
+function memberStatus(m) {
+  if (m.connected === false) return { text: "connecting…", dot: "" };
+  if (m.muted) return { text: m.muted_by === "host" ? "muted by host" : "muted", dot: "off" };
+  if ((m.level || 0) > TALKING) return { text: "talking", dot: "talk" };
+  return { text: "connected", dot: "on" };
+}
+
+/* ------------------------------------------------------------------ home */
+
+async function homePage() {
+  document.body.dataset.page = "home";
+  const tok = adminToken(), c = claims(tok);
+  const canCreate = !!tok;
+  app.innerHTML = `
+    <details class="card" id="create-card"${canCreate ? " open" : ""}>
+      <summary><h2 style="display:inline">Start a space</h2></summary>
+      <form id="create-form" novalidate>
+        <label for="create-title">Title</label>
+        <input id="create-title" maxlength="200" placeholder="What is it about?" autocomplete="off">
+        <label for="create-when">Start time <span class="small">(optional; leave empty to go live when you're ready)</span></label>
+        <input id="create-when" type="datetime-local">
+        <label class="check"><input id="create-private" type="checkbox">
+          <span>Private: only people with a listener link can listen</span></label>
+        <details id="token-box"${tok ? "" : " open"} style="margin-top:10px">
+          <summary class="small">${tok ? `Using the ${esc((c && c.role) || "saved")} token saved in this browser` : "Host or admin token"}</summary>
+          <input id="create-token" type="password" autocomplete="off" placeholder="Paste a host or admin token" value="${esc(tok)}">
+          <p class="muted small">Open the admin link that <code>tribune serve</code> prints, or paste a token from <code>tribune token --role host</code>.</p>
+        </details>
+        <div class="row" style="margin-top:12px"><button id="create-submit" type="submit">Create space</button></div>
+        <p id="create-msg" class="muted" role="alert" hidden></p>
+      </form>
+    </details>
+    <div id="lists"><p class="muted">Loading spaces…</p></div>`;
+
+  const msg = $("#create-msg");
+  $("#create-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const title = $("#create-title").value.trim();
+    const when = $("#create-when").value;
+    const token = $("#create-token").value.trim();
+    if (!title) return say(msg, "Give the space a title.");
+    if (!token) { $("#token-box").open = true; return say(msg, "Paste a host or admin token first (tribune serve prints an admin link)."); }
+    const tc = claims(token);
+    if (!tc) { $("#token-box").open = true; return say(msg, "That doesn't look like a Tribune token."); }
+    if (tc.role !== "admin" && tc.role !== "host") return say(msg, `That token is for a ${tc.role}; starting a space needs a host or admin token.`);
+    if (tc.exp && tc.exp * 1000 < Date.now()) return say(msg, `That token expired ${fmtRelative(tc.exp * 1000)}. Get a new one from the admin.`);
+    const body = { title };
+    if (when) {
+      const at = new Date(when).getTime();
+      if (Number.isNaN(at)) return say(msg, "That start time isn't a valid date.");
+      if (at < Date.now() - 60000) return say(msg, "Pick a start time in the future, or leave it empty.");
+      body.scheduled_at = at;
+    }
+    if ($("#create-private").checked) body.private = true;
+    const btn = $("#create-submit");
+    btn.disabled = true; btn.textContent = "Creating…"; say(msg, "");
+    try {
+      const s = await api("POST", "/api/spaces", body, token);
+      store.setRaw("tribune.token", token);
+      store.put("tribune.hosts", s.id, s.host_token);
+      location.href = `/spaces/${s.id}/host#token=${encodeURIComponent(s.host_token)}`;
+    } catch (err) {
+      say(msg, err.status === 401 ? "The server didn't accept that token. " + err.message : err.message);
+      btn.disabled = false; btn.textContent = "Create space";
+    }
+  };
+
+  const lists = $("#lists");
+  const load = async () => {
+    let spaces;
+    try { spaces = (await api("GET", "/api/spaces")).spaces || []; conn.set("home", false); } catch (e) {
+      conn.set("home", e.status === 0);
+      if (!lists.querySelector(".space-list")) lists.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+      return;
+    }
+    const hosts = store.map("tribune.hosts"), admin = c && c.role === "admin";
+    const live = spaces.filter((s) => s.state === "live").sort((a, b) => b.listeners - a.listeners);
+    const sched = spaces.filter((s) => s.state === "scheduled").sort((a, b) => (a.scheduled_at || 9e15) - (b.scheduled_at || 9e15));
+    const ended = spaces.filter((s) => s.state === "ended").sort((a, b) => (b.ended_at || 0) - (a.ended_at || 0));
+    const item = (s) => {
+      const sub = s.state === "live"
+        ? `<strong>${esc(plural(s.listeners, "listener"))}</strong> · started ${esc(fmtRelative(s.started_at))}`
+        : s.state === "scheduled"
+          ? (s.scheduled_at ? `Starts ${esc(fmtWhen(s.scheduled_at))} (${esc(fmtRelative(s.scheduled_at))})` : "Not started yet")
+          : `Ended ${esc(fmtRelative(s.ended_at))}${s.duration_ms ? " · " + fmtDuration(s.duration_ms) : ""} · replay available`;
+      const hostLink = (hosts[s.id] || admin) && s.state !== "ended" ? `<a class="host-link" href="/spaces/${esc(s.id)}/host">Host</a>` : "";
+      return `<li class="space-item ${esc(s.state)}" data-id="${esc(s.id)}" data-state="${esc(s.state)}">
+        <a class="space-link" href="/spaces/${esc(s.id)}">
+          <span class="row">${badge(s.state)}${s.private ? '<span class="badge">Private</span>' : ""}</span>
+          <span class="title">${esc(s.title)}</span>
+          <span class="muted">${sub}</span>
+        </a>${hostLink}</li>`;
+    };
+    const section = (title, arr) => arr.length ? `<h3>${title}</h3><ul class="space-list">${arr.map(item).join("")}</ul>` : "";
+    lists.innerHTML = spaces.length
+      ? section("Live now", live) + section("Upcoming", sched) + section("Past · replays", ended)
+      : `<div class="card"><p class="muted">No spaces yet.${canCreate ? " Start one above." : ""}</p></div>`;
+  };
+  await load();
+  setInterval(() => { if (!document.hidden) load(); }, 5000);
+}
+
+/* -------------------------------------------------------------- listener */
+
+async function listenerPage(id) {
+  document.body.dataset.page = "listener";
+  // Private spaces: the listener link carries #token=LISTENER_TOKEN.
+  let listenToken = frag.get("token");
+  if (listenToken) { store.put("tribune.listeners", id, listenToken); stripFragment(); } else listenToken = store.map("tribune.listeners")[id] || "";
+
+  let snap;
+  try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
+  app.innerHTML = `
+    <section class="card" id="space-card">
+      <div class="row spread"><span id="space-state"></span><span class="muted" id="space-stats"></span></div>
+      <h1 id="space-title"></h1>
+      <div id="player-area"></div>
+    </section>
+    <section class="card" id="stage-card" hidden>
+      <div class="card-head"><h2>On stage</h2><span class="muted small" id="stage-count"></span></div>
+      <ul class="avatars" id="stage-avatars"></ul>
+    </section>
+    <section class="card" id="speak-card" data-state="idle" hidden></section>
+    <section class="card" id="tracks-card" hidden>
+      <h2>Each speaker's own track</h2>
+      <p class="muted small">Unedited, one file per person on stage.</p>
+      <ul class="list tracks" id="tracks"></ul>
+    </section>
+    <p class="muted small" id="host-hint"></p>`;
+
+  let space = snap.space, mode = null, retryTimer = null, pausedAt = 0, wantPlay = false;
+  let speaking = null; // MicPanel while on stage
+  let req = store.session("tribune.request." + id); // {id, ticket, name} of a pending request
+  let reqTimer = null, checking = false;
+  const area = $("#player-area"), speak = $("#speak-card");
+  if (store.map("tribune.hosts")[id]) $("#host-hint").innerHTML = `You host this space: <a href="/spaces/${esc(id)}/host">open the host console</a>.`;
+
+  /* the program player: the first <audio> in the document (tests rely on it) */
+  const program = () => $("#program");
+  function playerUI(status, sub, canPlay = true) {
+    let ui = $("#player");
+    if (!ui) {
+      ui = fromHTML(`<div id="player"><div class="player">
+          <button id="play" class="big-play" type="button" aria-label="Play">${ICON.play}</button>
+          <div class="player-text"><div class="player-status" id="player-status"></div><div class="muted" id="player-sub"></div></div>
+        </div></div>`);
+      area.prepend(ui);
+      $("#play").onclick = onPlayButton;
+    }
+    $("#player-status").innerHTML = status;
+    $("#player-sub").innerHTML = sub || "";
+    $("#play").disabled = !canPlay;
+  }
+  function syncButton() {
+    const a = program(), b = $("#play");
+    if (!b) return;
+    const playing = a && !a.paused && a.getAttribute("src");
+    b.innerHTML = playing ? ICON.pause : ICON.play;
+    b.setAttribute("aria-label", playing ? "Pause" : "Play");
+  }
+  function ensureProgram(opts) {
+    let a = program();
+    if (!a) {
+      a = document.createElement("audio");
+      a.id = "program"; a.controls = true;
+      area.append(a);
+      a.addEventListener("playing", () => { pausedAt = 0; if (mode === "live") playerUI(`<span class="eq"><i></i><i></i><i></i></span>Live`, "You're hearing it as it happens."); syncButton(); });
+      a.addEventListener("pause", () => { pausedAt = Date.now(); if (mode === "live" && a.getAttribute("src")) playerUI("Paused", "Press play to catch up with the live conversation."); syncButton(); });
+      a.addEventListener("waiting", () => { if (mode === "live" && !a.paused) playerUI("Buffering…", "The audio will continue in a moment."); });
+      const lost = () => {
+        if (mode !== "live" || !a.getAttribute("src") || speaking) return;
+        playerUI("Reconnecting…", "The live stream dropped; joining again.", false);
+        clearTimeout(retryTimer); retryTimer = setTimeout(() => admit(null, true), 2000);
+      };
+      a.addEventListener("error", lost);
+      a.addEventListener("ended", lost);
+    }
+    a.autoplay = !!opts.autoplay;
+    a.preload = opts.preload || "auto";
+    return a;
+  }
+  function onPlayButton() {
+    getAudioContext();
+    const a = program();
+    if (mode !== "live") { if (a) (a.paused ? a.play() : a.pause()); return; }
+    if (a && !a.paused) { a.pause(); return; }
+    // Paused for a while, or never connected: join again at the live edge.
+    if (!a || !a.getAttribute("src") || (pausedAt && Date.now() - pausedAt > 3000)) admit(null, true);
+    else a.play().catch(() => admit(null, true));
+  }
+  /** Asks to listen: a pass for the live stream, or a place in line. */
+  async function admit(ticket, playNow) {
+    clearTimeout(retryTimer);
+    if (mode !== "live" || speaking) return;
+    wantPlay = wantPlay || playNow;
+    const params = new URLSearchParams();
+    if (ticket) params.set("ticket", ticket);
+    if (listenToken) params.set("token", listenToken);
+    const q = params.toString() ? "?" + params : "";
+    if (!program() || !program().getAttribute("src")) playerUI("Connecting…", "", false);
+    let res, a;
+    try {
+      res = await fetch(`/api/spaces/${id}/admission${q}`, { cache: "no-store" });
+      a = await res.json().catch(() => ({}));
+    } catch {
+      playerUI("Can't reach the server", "Trying again in a few seconds…", false);
+      retryTimer = setTimeout(() => admit(ticket, playNow), 3000);
+      return;
+    }
+    if (mode !== "live" || speaking) return;
+    if (a.state === "admitted" && a.live) {
+      const el = ensureProgram({ autoplay: true });
+      el.hidden = false;
+      el.src = a.live;
+      playerUI("Starting…", "", true);
+      if (wantPlay) el.play().catch(() => { playerUI("Press play to listen", "Your browser needs a tap to start the audio."); syncButton(); });
+      syncButton();
+      wantPlay = false;
+    } else if (a.waiting_room) {
+      const w = a.waiting_room;
+      let left = Math.max(1, w.retry_after | 0);
+      const show = () => playerUI(`You're in line: position ${esc(w.position)}`,
+        `Live audio starts by itself as soon as there's room (next try in ${left} s). Reloading loses your place.
+         If live isn't possible, the full recording is published the moment the space ends.`, false);
+      show();
+      const tick = () => { left--; if (left > 0) { show(); retryTimer = setTimeout(tick, 1000); } else admit(w.ticket, playNow); };
+      retryTimer = setTimeout(tick, 1000);
+    } else if (a.state === "scheduled" || a.state === "ended") {
+      watcher.refresh();
+    } else {
+      let text = a.error ? sentence(a.error) : statusWords(res.status);
+      if ((res.status === 401 || res.status === 403) && space.private) text = "This space is private: you need the listener link the host shared. " + text;
+      playerUI("Can't play the live audio", esc(text), true);
+      if (res.status === 429 || res.status >= 500) retryTimer = setTimeout(() => admit(ticket, playNow), Math.max(2, a.retry_after || 3) * 1000);
+    }
+  }
+  /** On stage: stop the delayed program (and free the slot). */
+  function releaseProgram() {
+    const a = program();
+    if (a) { a.pause(); a.removeAttribute("src"); a.load(); a.hidden = true; }
+    clearTimeout(retryTimer);
+    playerUI("You're on stage", "You hear the others directly, without delay.", false);
+    syncButton();
+  }
+
+  function setMode(next) {
+    if (next === mode) return;
+    const prev = mode;
+    mode = next;
+    clearTimeout(retryTimer);
+    if (next === "live") {
+      const wait = $("#not-live");
+      if (wait) wait.remove();
+      admit(null, prev === "scheduled" || wantPlay);
+    } else if (next === "scheduled") {
+      area.innerHTML = "";
+      const when = space.scheduled_at ? ` — scheduled for <strong>${esc(fmtWhen(space.scheduled_at))}</strong> (${esc(fmtRelative(space.scheduled_at))})` : "";
+      area.innerHTML = `<div class="notice" id="not-live">Not live yet${when}.<br><span class="muted">This page starts the audio by itself when the host goes live.</span></div>`;
+    } else if (next === "ended") {
+      if (speaking) { speaking.destroy(); speaking = null; }
+      area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(space.urls.replay)}"></audio>
+        <p class="muted">This space has ended; this is the full, unedited recording${space.duration_ms ? ` (${fmtDuration(space.duration_ms)})` : ""}.
+        <a href="${esc(space.urls.replay)}" download>Download</a></p>`;
+      loadTracks();
+    }
+  }
+
+  async function loadTracks(attempt = 0) {
+    const card = $("#tracks-card"), list = $("#tracks");
+    let tracks;
+    try { tracks = (await api("GET", `/api/spaces/${id}/tracks`)).tracks || []; } catch (e) {
+      if (e.status === 404) { card.hidden = true; return; }
+      if (attempt < 3) { setTimeout(() => loadTracks(attempt + 1), 2000); return; }
+      card.hidden = false; list.innerHTML = `<li class="error">${esc(e.message)}</li>`; return;
+    }
+    if (!tracks.length && attempt < 2) { setTimeout(() => loadTracks(attempt + 1), 2000); return; }
+    card.hidden = false;
+    list.innerHTML = tracks.length ? tracks.map((t) => `
+      <li class="track" data-identity="${esc(t.identity)}">
+        <div class="track-head"><strong>${esc(t.name || t.identity)}</strong>
+          <span class="muted small">${t.bytes ? fmtBytes(t.bytes) + " · " : ""}<a href="${esc(t.url)}" download>Download</a></span></div>
+        <audio controls preload="none" src="${esc(t.url)}"></audio>
+      </li>`).join("") : `<li class="empty">No separate speaker tracks were recorded in this space.</li>`;
+  }
+
+  /* request to speak */
+  function setSpeak(state, note) {
+    speak.dataset.state = state; // e2e: #speak-card[data-state]
+    const again = (label) => `<button id="request-speak" type="button" class="secondary">${label}</button>`;
+    const html = {
+      idle: `<h2>Want to say something?</h2><p class="muted">Ask the host to bring you on stage. You keep listening while you wait.</p>
+        <button id="request-speak" type="button">${ICON.hand} Request to speak</button>`,
+      form: `<h2>Request to speak</h2><form id="request-form" novalidate>
+        <label for="request-name">Your name, as everyone will see it</label>
+        <div class="field-row"><input id="request-name" maxlength="40" autocomplete="nickname" placeholder="e.g. Linus" value="${esc(store.raw("tribune.name"))}">
+        <button id="request-send" type="submit">Send</button></div></form>
+        <p id="request-msg" class="error" hidden></p>
+        <button id="request-cancel" type="button" class="ghost small" style="margin-top:8px">Cancel</button>`,
+      pending: `<h2>Request sent</h2><p class="mic-state" id="request-status"><span class="status-dot talk"></span>Waiting for the host…</p>
+        <p class="muted">You'll go on stage as soon as they approve. Your microphone turns on then.</p>
+        <button id="request-withdraw" type="button" class="ghost">Withdraw request</button>`,
+      declined: `<p id="request-status" class="error">The host declined your request.</p><p class="muted">You can keep listening.</p>${again("Ask again")}`,
+      removed: `<p id="request-status">The host moved you back to the audience.</p><p class="muted">You're listening live again.</p>${again("Request to speak again")}`,
+      left: `<p id="request-status">You left the stage.</p>${again("Request to speak again")}`,
+      error: `<p id="request-status" class="error">${esc(note || "")}</p>${again("Try again")}`,
+      speaker: `<div class="card-head"><h2>You're on stage</h2><span class="muted small">as ${esc(note || "")}</span></div><div id="mic-root"></div>
+        <p class="muted small">Headphones keep the others from hearing themselves.</p>`,
+    }[state];
+    speak.innerHTML = html;
+    const b = $("#request-speak", speak);
+    if (b) b.onclick = () => setSpeak("form");
+    if (state === "form") {
+      const input = $("#request-name", speak);
+      input.focus();
+      $("#request-cancel", speak).onclick = () => setSpeak("idle");
+      $("#request-form", speak).onsubmit = (e) => { e.preventDefault(); sendRequest(input.value.trim()); };
+    }
+    if (state === "pending") $("#request-withdraw", speak).onclick = withdraw;
+  }
+  async function sendRequest(name) {
+    const msg = $("#request-msg", speak);
+    if (!name) return say(msg, "Type the name everyone will see.");
+    getAudioContext();
+    const btn = $("#request-send", speak);
+    btn.disabled = true;
+    try {
+      const r = await api("POST", `/api/spaces/${id}/stage/requests`, { name }, listenToken || undefined);
+      store.setRaw("tribune.name", name);
+      req = { id: r.id, ticket: r.ticket, name };
+      store.session("tribune.request." + id, req);
+      setSpeak("pending");
+      pollRequest();
+    } catch (e) { btn.disabled = false; say(msg, e.status === 404 && !e.data.error ? "This server doesn't take requests to speak." : e.message); }
+  }
+  function clearRequest() { req = null; store.session("tribune.request." + id, null); clearTimeout(reqTimer); }
+  async function withdraw() {
+    const r = req;
+    clearRequest();
+    setSpeak("idle");
+    if (r) {
+      try { await api("DELETE", `/api/spaces/${id}/stage/requests/${r.id}`, undefined, r.ticket); toast("Request withdrawn"); } catch (e) { if (e.status !== 404) toast(e.message); }
+    }
+  }
+  function pollRequest() { clearTimeout(reqTimer); reqTimer = setTimeout(() => { checkRequest(); pollRequest(); }, 4000); }
+  async function checkRequest() {
+    if (!req || checking) return;
+    checking = true;
+    const r = req;
+    try {
+      const t = await api("POST", `/api/spaces/${id}/stage/requests/${r.id}/token`, undefined, r.ticket);
+      if (req !== r) return;
+      clearRequest();
+      goOnStage(t.token, t.identity || (claims(t.token) || {}).sub, r.name);
+    } catch (e) {
+      if (req !== r) return;
+      if (e.status === 409 && (!e.data.state || e.data.state === "pending")) return; // still waiting
+      if (e.status === 0) return; // offline: next try
+      clearRequest();
+      if (e.data.state === "declined") setSpeak("declined");
+      else if (e.status === 404) setSpeak("error", "Your request is no longer open (it may have expired). You can ask again.");
+      else setSpeak("error", e.message);
+    } finally { checking = false; }
+  }
+  function goOnStage(token, identity, name) {
+    setSpeak("speaker", name);
+    speaking = new MicPanel($("#mic-root", speak), {
+      spaceId: id, token, identity, space, showJoin: false,
+      onTakeover: releaseProgram,
+      onExit: (why) => {
+        const panel = speaking;
+        speaking = null;
+        if (panel) panel.destroy();
+        if (mode === "live") { setSpeak(why === "failed" ? "error" : why, why === "failed" ? $("#mic-error")?.textContent || "The stage connection failed." : undefined); admit(null, true); }
+      },
+    });
+    speaking.join();
+  }
+
+  function renderStats() {
+    $("#space-stats").textContent = space.state === "live"
+      ? `${plural(space.listeners, "listener")}${space.started_at ? " · " + fmtDuration(Date.now() - space.started_at) : ""}`
+      : space.state === "ended" ? `Ended ${fmtRelative(space.ended_at)}` : "";
+  }
+  function apply(s) {
+    const prevState = mode;
+    space = s.space;
+    document.title = `${space.title} · Tribune`;
+    setStateBadge($("#space-state"), space);
+    $("#space-title").textContent = space.title;
+    renderStats();
+    const members = space.state === "live" ? s.stage.members : [];
+    $("#stage-card").hidden = !members.length;
+    $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
+    renderAvatars($("#stage-avatars"), members);
+    setMode(space.state);
+    if (speaking) { speaking.setSpace(space); if (speaking) speaking.setStage(s.stage); }
+    // request to speak: only while live, and only where the server has a stage
+    speak.hidden = space.state !== "live" || s.partial;
+    if (space.state !== "live") { if (req) clearRequest(); }
+    else if (prevState !== "live" || !speak.innerHTML) { if (!speaking && !req) setSpeak("idle"); }
+    if (req && space.state === "live" && !s.stage.requests.some((r) => r.id === req.id)) checkRequest();
+  }
+
+  if (req && snap.space.state === "live") { setSpeak("pending"); pollRequest(); }
+  apply(snap);
+  const watcher = watchSpace(id, apply);
+  setInterval(renderStats, 1000);
+}
+
+/* ---------------------------------------------------------- host console */
+
+async function hostPage(id) {
+  document.body.dataset.page = "host";
+  app.classList.add("wide");
+  let tok = frag.get("token");
+  if (tok) { store.put("tribune.hosts", id, tok); stripFragment(); } else tok = store.map("tribune.hosts")[id] || adminToken();
+  if (!tok) return askForToken(id, "host");
+  const me = claims(tok) || {};
+  if (me.space && me.space !== id) return askForToken(id, "host", "The saved host token is for another space.");
+
+  let snap;
+  try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
+  const listenUrl = `${location.origin}/spaces/${id}`;
+  app.innerHTML = `
+    <div class="grid two">
+      <div>
+        <section class="card" id="space-card">
+          <div class="row spread"><span id="space-state"></span><span class="muted small">Host console</span></div>
+          <h1 id="space-title"></h1>
+          <div class="stats"><span>Listening now <strong id="listeners-now">0</strong></span><span>Peak <strong id="listeners-peak">0</strong></span><span id="live-for"></span></div>
+          <div class="row" style="margin-top:12px">
+            <button id="go-live" type="button">Go live</button>
+            <button id="end-space" type="button" class="danger">End space</button>
+          </div>
+          <p id="host-msg" class="error" role="alert" hidden></p>
+          <label for="share-link">Listener link to share</label>
+          <div class="field-row"><input id="share-link" readonly value="${esc(listenUrl)}"><button id="share-copy" type="button" class="secondary">Copy</button></div>
+          <p class="muted small"><a href="/spaces/${esc(id)}" target="_blank" rel="noopener">Open the listener page</a></p>
+        </section>
+        <section class="card" id="mic-card"><h2>Your microphone</h2><div id="mic-root"></div></section>
+        <section class="card" id="requests-card">
+          <div class="card-head"><h2>Requests to speak</h2><span class="badge count" id="requests-count" hidden></span></div>
+          <ul class="list" id="requests"></ul>
+          <p class="empty" id="requests-empty">No requests right now. Listeners ask from the listener page.</p>
+          <p id="requests-msg" class="error" hidden></p>
+        </section>
+      </div>
+      <div>
+        <section class="card" id="stage-card">
+          <div class="card-head"><h2>On stage</h2><span class="muted small" id="stage-count"></span></div>
+          <ul class="list" id="stage-members"></ul>
+          <p class="empty" id="stage-empty">Nobody is on stage yet.</p>
+          <p id="stage-msg" class="error" hidden></p>
+        </section>
+        <section class="card" id="invite-card">
+          <h2>Invite a speaker</h2>
+          <p class="muted small">A link puts one named person on stage. It works for 12 hours; send it privately.</p>
+          <form id="invite-form" novalidate>
+            <label for="invite-name">Speaker's name</label>
+            <div class="field-row"><input id="invite-name" maxlength="100" placeholder="e.g. Ada" autocomplete="off"><button id="invite-create" type="submit">Create link</button></div>
+          </form>
+          <p id="invite-msg" class="error" hidden></p>
+          <div id="invites"></div>
+          <div id="listener-links" hidden>
+            <h3>Private space</h3>
+            <p class="muted small">Only people with a listener link can listen.</p>
+            <button id="listener-link-create" type="button" class="secondary">Create a listener link</button>
+            <div id="listener-link"></div>
+          </div>
+        </section>
+        <section class="card">
+          <details id="source-details"><summary>Publish from ffmpeg, OBS or any Icecast client</summary><div id="source-body" class="muted">Loading…</div></details>
+        </section>
+      </div>
+    </div>`;
+
+  let space = snap.space, stage = snap.stage;
+  const msg = $("#host-msg");
+  const hostErr = (e) => say(msg, e.status === 401 || e.status === 403 ? `${e.message} Open this console with the host link from when the space was created.` : e.message);
+  $("#share-copy").onclick = () => copyText(listenUrl, $("#share-link"));
+
+  const mic = new MicPanel($("#mic-root"), {
+    spaceId: id, token: tok, identity: me.sub, space, joinLabel: "Join stage with my mic", idleText: "Your mic is off.",
+  });
+
+  $("#go-live").onclick = async () => {
+    const b = $("#go-live"); b.disabled = true; say(msg, "");
+    try { const s = await api("POST", `/api/spaces/${id}/start`, undefined, tok); apply({ space: s, stage, partial: false }); toast("You're live"); }
+    catch (e) { hostErr(e); b.disabled = false; }
+  };
+  $("#end-space").onclick = async () => {
+    const live = space.state === "live";
+    if (!confirm(live ? "End the space for everyone? Listeners and speakers are disconnected and the recording is published." : "Cancel this space? It can't be started afterwards.")) return;
+    const b = $("#end-space"); b.disabled = true; say(msg, "");
+    try { const s = await api("POST", `/api/spaces/${id}/end`, undefined, tok); apply({ space: s, stage: { members: [], requests: [], max_speakers: stage.max_speakers }, partial: false }); }
+    catch (e) { hostErr(e); b.disabled = false; }
+  };
+
+  /* invites */
+  const invitesKey = "tribune.invites." + id;
+  const invites = store.session(invitesKey) || [];
+  const inviteEl = (inv) => {
+    const el = fromHTML(`<div class="invite" data-name="${esc(inv.name)}">
+      <div class="row spread"><strong>${esc(inv.name)}</strong><span class="muted small">valid until ${esc(fmtWhen(inv.exp))}</span></div>
+      <div class="field-row"><input class="invite-link" readonly value="${esc(inv.link)}" aria-label="Invite link for ${esc(inv.name)}"><button type="button" class="secondary invite-copy">Copy</button></div></div>`);
+    $(".invite-copy", el).onclick = () => copyText(inv.link, $(".invite-link", el));
+    return el;
+  };
+  for (const inv of invites) $("#invites").append(inviteEl(inv));
+  $("#invite-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const im = $("#invite-msg"), name = $("#invite-name").value.trim();
+    if (!name) return say(im, "Type the speaker's name.");
+    say(im, "");
+    const b = $("#invite-create"); b.disabled = true;
+    try {
+      const t = await api("POST", `/api/spaces/${id}/tokens`, { role: "speaker", identity: name, ttl: "12h" }, tok);
+      const inv = { name, link: `${location.origin}/spaces/${id}/speak#token=${t.token}`, exp: (t.expires_at || (claims(t.token) || {}).exp || 0) * 1000 };
+      invites.unshift(inv); store.session(invitesKey, invites.slice(0, 20));
+      $("#invites").prepend(inviteEl(inv));
+      $("#invite-name").value = "";
+    } catch (err) { say(im, err.message); }
+    b.disabled = false;
+  };
+  $("#listener-link-create").onclick = async () => {
+    try {
+      const t = await api("POST", `/api/spaces/${id}/tokens`, { role: "listener", ttl: "7d" }, tok);
+      const link = `${location.origin}/spaces/${id}#token=${t.token}`;
+      $("#listener-link").innerHTML = `<div class="field-row" style="margin-top:8px"><input readonly value="${esc(link)}" id="listener-link-input"><button type="button" class="secondary" id="listener-link-copy">Copy</button></div>`;
+      $("#listener-link-copy").onclick = () => copyText(link, $("#listener-link-input"));
+    } catch (e) { say($("#invite-msg"), e.message); }
+  };
+
+  /* Icecast source instructions, minted when opened */
+  $("#source-details").ontoggle = async () => {
+    if (!$("#source-details").open || $("#source-details").dataset.loaded) return;
+    const body = $("#source-body");
+    if (space.state === "ended") { body.textContent = "The space has ended."; return; }
+    try {
+      const t = await api("POST", `/api/spaces/${id}/tokens`, { role: "speaker", identity: "source", ttl: "12h" }, tok);
+      const u = new URL(space.urls.source, location.href);
+      $("#source-details").dataset.loaded = "1";
+      body.innerHTML = `<p>Any Icecast source client can publish (the password is a token). With ffmpeg:</p>
+        <pre id="source-command">ffmpeg -re -i talk.wav -c:a libopus -b:a 32k -page_duration 20000 -content_type audio/ogg -f ogg icecast://source:${esc(t.token)}@${esc(u.host)}${esc(u.pathname)}</pre>
+        <p class="small"><code>-page_duration 20000</code> sends each 20 ms packet as it is encoded; the default adds up to a second of delay.
+        The stream is live once the space is live.</p>`;
+    } catch (e) { body.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+  };
+
+  /* request queue and stage list */
+  async function act(path, body, errEl, done) {
+    say(errEl, "");
+    try { await api("POST", path, body, tok); if (done) done(); watcher.refresh(); } catch (e) { say(errEl, e.message); return false; }
+    return true;
+  }
+  $("#requests").onclick = async (e) => {
+    const b = e.target.closest("button[data-action]"), li = b && b.closest("li");
+    if (!li) return;
+    b.disabled = true;
+    const ok = await act(`/api/spaces/${id}/stage/requests/${encodeURIComponent(li.dataset.rid)}/${b.dataset.action}`, undefined, $("#requests-msg"));
+    if (ok) { li.dataset.handled = b.dataset.action; $(".sub", li).textContent = b.dataset.action === "approve" ? "approved · joining…" : "declined"; }
+    else b.disabled = false;
+  };
+  $("#stage-members").onclick = async (e) => {
+    const b = e.target.closest("button[data-action]"), li = b && b.closest("li");
+    if (!li) return;
+    const who = li.dataset.identity, name = $(".nm", li).textContent;
+    const path = `/api/spaces/${id}/stage/members/${encodeURIComponent(who)}`;
+    b.disabled = true;
+    if (b.dataset.action === "mute") await act(path + "/mute", { muted: li.dataset.muted !== "true" }, $("#stage-msg"));
+    else if (b.dataset.action === "remove") { if (await act(path + "/remove", undefined, $("#stage-msg"))) toast(`${name} is back in the audience`); }
+    b.disabled = false;
+  };
+
+  function renderRequests(reqs) {
+    const list = $("#requests");
+    reconcile(list, reqs, (r) => r.id,
+      (r) => fromHTML(`<li class="request"><span class="avatar avatar-sm" style="${avatarStyle(r.name)}"></span>
+        <div class="who"><strong class="nm"></strong><div class="muted small sub"></div></div>
+        <div class="actions"><button type="button" class="ok small" data-action="approve">Approve</button><button type="button" class="ghost small" data-action="decline">Decline</button></div></li>`),
+      (el, r) => {
+        el.dataset.rid = r.id; el.dataset.name = r.name;
+        $(".avatar", el).textContent = initials(r.name);
+        $(".nm", el).textContent = r.name;
+        if (!el.dataset.handled) $(".sub", el).textContent = r.at ? "asked " + fmtRelative(r.at) : "wants to speak";
+      });
+    $("#requests-empty").hidden = reqs.length > 0;
+    const count = $("#requests-count");
+    count.hidden = !reqs.length; count.textContent = reqs.length;
+  }
+  function renderMembers(members, max) {
+    const list = $("#stage-members");
+    reconcile(list, members, (m) => m.identity,
+      (m) => fromHTML(`<li class="member"><span class="avatar avatar-sm" style="${avatarStyle(m.identity)}"><span class="ini"></span><span class="mic-off">${ICON.micOff}</span></span>
+        <div class="who"><strong class="nm"></strong> <span class="badge role"></span>
+          <div class="muted small"><span class="status-dot"></span><span class="st"></span></div></div>
+        <div class="actions"></div></li>`),
+      (el, m) => {
+        const mine = m.identity === me.sub, st = memberStatus(m);
+        el.dataset.identity = m.identity;
+        el.dataset.name = m.name || m.identity;
+        el.dataset.role = m.role;
+        el.dataset.connected = String(m.connected !== false);
+        el.dataset.muted = String(!!m.muted);
+        el.dataset.talking = String(st.dot === "talk");
+        $(".ini", el).textContent = initials(m.name || m.identity);
+        $(".nm", el).textContent = (m.name || m.identity) + (mine ? " (you)" : "");
+        const role = $(".badge.role", el);
+        role.textContent = ROLE_LABEL[m.role] || m.role; role.classList.toggle("host", m.role === "host");
+        $(".status-dot", el).className = "status-dot " + st.dot;
+        $(".st", el).textContent = st.text;
+        const actions = $(".actions", el);
+        const want = mine ? "" : `${m.muted ? "unmute" : "mute"}|remove`;
+        if (actions.dataset.want !== want) {
+          actions.dataset.want = want;
+          actions.innerHTML = mine ? "" : `<button type="button" class="secondary small" data-action="mute">${m.muted ? "Unmute" : "Mute"}</button>
+            <button type="button" class="ghost small" data-action="remove">Move to audience</button>`;
+        }
+      });
+    $("#stage-empty").hidden = members.length > 0;
+    $("#stage-count").textContent = `${members.filter((m) => m.connected !== false).length} / ${max} on stage`;
+  }
+
+  function apply(s) {
+    space = s.space; stage = s.stage;
+    document.title = `Host · ${space.title} · Tribune`;
+    setStateBadge($("#space-state"), space);
+    $("#space-title").textContent = space.title;
+    $("#listeners-now").textContent = space.listeners;
+    $("#listeners-peak").textContent = space.peak_listeners;
+    $("#live-for").textContent = space.state === "live" && space.started_at ? "Live for " + fmtDuration(Date.now() - space.started_at)
+      : space.state === "scheduled" ? (space.scheduled_at ? "Scheduled " + fmtWhen(space.scheduled_at) : "Not live yet")
+        : space.state === "ended" ? "Ended · " + fmtDuration(space.duration_ms || 0) : "";
+    $("#go-live").hidden = space.state !== "scheduled";
+    $("#go-live").disabled = false;
+    $("#end-space").textContent = space.state === "scheduled" ? "Cancel space" : "End space";
+    $("#end-space").hidden = space.state === "ended";
+    $("#listener-links").hidden = !space.private || space.state === "ended";
+    const live = space.state === "live";
+    const members = live ? stage.members : [], reqs = live ? stage.requests : [];
+    renderMembers(members, stage.max_speakers);
+    renderRequests(reqs);
+    $("#requests-card").hidden = s.partial;
+    $("#invite-card").hidden = space.state === "ended";
+    mic.setSpace(space);
+    mic.setStage(stage);
+    if (space.state === "ended" && !$("#ended-note")) {
+      $("#space-card").insertAdjacentHTML("beforeend", `<div class="notice" id="ended-note">The space has ended. The recording is published:
+        <a href="/spaces/${esc(id)}">listener page</a> · <a href="${esc(space.urls.replay)}" download>download</a>.</div>`);
+    }
+    if (space.state !== "live") $("#mic-card").hidden = space.state === "ended";
+  }
+  apply(snap);
+  const watcher = watchSpace(id, apply);
+  setInterval(() => { if (space.state === "live") $("#live-for").textContent = "Live for " + fmtDuration(Date.now() - space.started_at); }, 1000);
+}
+
+/* --------------------------------------------------------------- speaker */
+
+async function speakerPage(id) {
+  document.body.dataset.page = "speaker";
+  const autojoin = flag("autojoin");
+  let tok = frag.get("token");
+  if (tok) { store.put("tribune.speakers", id, tok); stripFragment(); } else tok = store.map("tribune.speakers")[id] || "";
+  if (!tok) return askForToken(id, "speaker");
+  const c = claims(tok);
+  if (!c) return askForToken(id, "speaker", "This invite link is damaged. Ask the host to send it again.");
+  if (c.space && c.space !== id) return askForToken(id, "speaker", "This invite is for another space.");
+  if (c.exp && c.exp * 1000 < Date.now()) return askForToken(id, "speaker", `This invite expired ${fmtRelative(c.exp * 1000)}. Ask the host for a new link.`);
+
+  let snap;
+  try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
+  app.innerHTML = `
+    <section class="card" id="space-card">
+      <div class="row spread"><span id="space-state"></span><span class="muted" id="space-stats"></span></div>
+      <h1 id="space-title"></h1>
+      <p class="muted">You're invited to speak as <strong>${esc(c.sub)}</strong>.</p>
+      <div id="speaker-note"></div>
+    </section>
+    <section class="card" id="mic-card"><h2>Your microphone</h2><div id="mic-root"></div>
+      <p class="muted small">Use headphones so the others don't hear themselves through your speakers.</p></section>
+    <section class="card" id="stage-card">
+      <div class="card-head"><h2>On stage</h2><span class="muted small" id="stage-count"></span></div>
+      <ul class="avatars" id="stage-avatars"></ul>
+      <p class="empty" id="stage-empty">Nobody is on stage yet.</p>
+    </section>
+    <p class="muted small"><a href="/spaces/${esc(id)}">Just listen instead</a></p>`;
+
+  let space = snap.space;
+  const mic = new MicPanel($("#mic-root"), {
+    spaceId: id, token: tok, identity: c.sub, space,
+    joinLabel: "Join stage", idleText: "Press Join stage when you're ready.",
+    onExit: (why) => {
+      const note = $("#speaker-note");
+      if (why === "removed") note.innerHTML = `<div class="notice warn">The host moved you to the audience. <a href="/spaces/${esc(id)}">Listen to the space</a></div>`;
+    },
+  });
+  function apply(s) {
+    space = s.space;
+    document.title = `Speak · ${space.title} · Tribune`;
+    setStateBadge($("#space-state"), space);
+    $("#space-title").textContent = space.title;
+    $("#space-stats").textContent = space.state === "live" ? plural(space.listeners, "listener") : "";
+    const members = space.state === "live" ? s.stage.members : [];
+    renderAvatars($("#stage-avatars"), members);
+    $("#stage-empty").hidden = members.length > 0;
+    $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
+    const note = $("#speaker-note");
+    if (space.state === "scheduled") note.innerHTML = `<div class="notice">Waiting for the host to go live${space.scheduled_at ? ` (scheduled ${esc(fmtWhen(space.scheduled_at))})` : ""}. Press Join stage now and you'll go on air as soon as it starts.</div>`;
+    else if (space.state === "ended") note.innerHTML = `<div class="notice">The space has ended. <a href="/spaces/${esc(id)}">Listen to the recording</a></div>`;
+    else if (!note.querySelector(".warn")) note.innerHTML = "";
+    mic.setSpace(space);
+    mic.setStage(s.stage);
+  }
+  apply(snap);
+  watchSpace(id, apply);
+  if (autojoin && space.state !== "ended") mic.join();
+}
+
+/* ------------------------------------------------------------ fallbacks */
+
+function fatal(e) {
+  const msg = e.status === 404 ? "There's no space here. It may have been mistyped or removed." : e.message;
+  app.innerHTML = `<section class="card"><h1>Can't open this space</h1><p class="error" id="fatal">${esc(msg)}</p><p><a href="/">See all spaces</a></p></section>`;
+}
+
+function askForToken(id, role, problem) {
+  const what = role === "host" ? "host console" : "speaker page";
+  app.innerHTML = `<section class="card"><h1>${role === "host" ? "Host console" : "Join the stage"}</h1>
+    <p class="${problem ? "error" : "muted"}">${esc(problem || `This ${what} needs the link with its token (…/${role === "host" ? "host" : "speak"}#token=…). Open the link you were given, or paste the token here.`)}</p>
+    <form id="token-form"><label for="token-input">${role === "host" ? "Host" : "Speaker"} token</label>
+      <div class="field-row"><input id="token-input" type="password" autocomplete="off"><button type="submit">Continue</button></div></form>
+    <p><a href="/spaces/${esc(id)}">Listen to the space instead</a></p></section>`;
+  $("#token-form").onsubmit = (e) => {
+    e.preventDefault();
+    const v = $("#token-input").value.trim();
+    if (!v) return;
+    store.put(role === "host" ? "tribune.hosts" : "tribune.speakers", id, v);
+    location.reload();
+  };
+}
+
+/* ---------------------------------------------------------------- router */
+
+const path = location.pathname.replace(/\/+$/, "") || "/";
+const route = path.match(/^\/spaces\/([a-z0-9-]{1,64})(?:\/(host|speak))?$/);
+if (path === "/") homePage();
+else if (!route) fatal({ status: 404 });
+else if (route[2] === "host") hostPage(route[1]);
+else if (route[2] === "speak") speakerPage(route[1]);
+else listenerPage(route[1]);
