@@ -171,6 +171,23 @@ pub fn list_tracks(dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// The speaker's display name, from the TITLE in their track's OpusTags.
+pub fn track_title(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = vec![0u8; 8192];
+    let n = File::open(path).ok()?.read(&mut head).ok()?;
+    let head = &head[..n];
+    let first = tribune_media::ogg_page::scan_page(head).ok()?;
+    let tags_page = &head[first.len..];
+    tribune_media::ogg_page::scan_page(tags_page).ok()?;
+    let nsegs = *tags_page.get(26)? as usize;
+    let body = tags_page.get(27 + nsegs..)?;
+    tribune_media::opus::parse_opus_tags(body)?
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("title"))
+        .map(|(_, v)| v)
+}
+
 /// File names for identities: readable, and never a path.
 fn file_stem(identity: &str) -> String {
     let stem: String = identity

@@ -5,7 +5,7 @@
 use crate::api::{bearer, entry_or_404, space_json, ApiError, ApiResult, Shared};
 use crate::app::{now_ms, now_secs, App, SpaceEntry};
 use crate::auth;
-use crate::stage::{list_tracks, stage_role, tracks_dir};
+use crate::stage::{list_tracks, stage_role, track_title, tracks_dir};
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -452,11 +452,13 @@ async fn remove(
 
 async fn list_speaker_tracks(State(app): Shared, Path(id): Path<String>) -> ApiResult {
     let entry = entry_or_404(&app, &id)?;
-    let tracks: Vec<Value> = list_tracks(&tracks_dir(&app.cfg.data, &id))
+    let dir = tracks_dir(&app.cfg.data, &id);
+    let tracks: Vec<Value> = list_tracks(&dir)
         .into_iter()
         .map(|(file, bytes)| {
             let identity = file.trim_end_matches(".opus").to_string();
-            json!({ "identity": identity, "name": identity, "url": format!("/spaces/{id}/tracks/{file}"), "bytes": bytes })
+            let name = track_title(&dir.join(&file)).unwrap_or_else(|| identity.clone());
+            json!({ "identity": identity, "name": name, "url": format!("/spaces/{id}/tracks/{file}"), "bytes": bytes })
         })
         .collect();
     Ok(Json(json!({ "state": entry.row.state, "tracks": tracks })).into_response())

@@ -423,6 +423,24 @@ fn a_listener_asks_to_speak_and_the_host_moderates() {
     assert_eq!(r.status, 200, "{}", r.text());
     wait_connected(&s, &id, 0);
     let _ = host_mic.finish();
+
+    // after the end, Linus's own track is listed under his name
+    assert_eq!(s.end_space(&id, &host).status, 200);
+    let tracks = request(
+        s.addr,
+        "GET",
+        &format!("/api/spaces/{id}/tracks"),
+        &[],
+        None,
+    )
+    .json();
+    let names: Vec<&str> = tracks["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"Linus"), "{tracks}");
 }
 
 #[test]
