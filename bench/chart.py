@@ -1,4 +1,8 @@
-"""Table and SVG chart from bench/levels.sh results (no plotting library)."""
+"""Table and SVG chart from bench/levels.sh results (no plotting library).
+
+Latency is ingest-to-listener, from the epoch in the stream's OpusTags:
+present for every server when the runs were fed by `tribune-load source`
+(bench/live.sh's default), only for Tribune with SOURCE=ffmpeg ("–")."""
 import glob, json, os, sys
 
 out_dir, svg_path = sys.argv[1], sys.argv[2]
@@ -17,8 +21,9 @@ for n in levels:
             continue
         s, l = rows[(srv, n)]
         t, lat = l["time_to_first_audio_ms"], l["latency_ms"]
-        print(f"| {srv} | {n} | {l['passed']} | {l['stalls']} | {l['unanswered']} | {t['p50']} / {t['p99']} | "
-              f"{lat['p50']} / {lat['p99']} | {s['cpu_us_per_listener_second']:.1f} | {s['rss_kib_per_listener']:.2f} |")
+        ms = lambda v: "–" if v is None else v
+        print(f"| {srv} | {n} | {l['passed']} | {l['stalls']} | {l['unanswered']} | {ms(t['p50'])} / {ms(t['p99'])} | "
+              f"{ms(lat['p50'])} / {ms(lat['p99'])} | {s['cpu_us_per_listener_second']:.1f} | {s['rss_kib_per_listener']:.2f} |")
 
 # chart: CPU per listener-second by level, one line per server
 W, H, L, B = 640, 360, 60, 40

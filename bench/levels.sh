@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Steps floor, Tribune and Icecast through listener levels at the same
 # flush cadence and writes a table and a chart (docs/fanout.svg).
+# Every run is fed by the same source (`tribune-load source`, see bench/live.sh),
+# so the table has ingest-to-listener latency for all three servers.
 # Usage: bench/levels.sh [levels...]   (default: 1000 5000 10000 19000)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,6 +5,7 @@
 
 mod check;
 mod client;
+mod source;
 mod storm;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Listen(ListenArgs),
     /// A join storm of legitimate listeners mixed with attack traffic.
     Storm(storm::StormArgs),
+    /// Publish a timestamped Opus program in real time (Icecast PUT or stdout).
+    Source(source::SourceArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -484,6 +487,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Listen(args) => runtime.block_on(listen(args)),
         Command::Storm(args) => runtime.block_on(storm::storm(args)),
+        Command::Source(args) => runtime.block_on(source::source(args)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

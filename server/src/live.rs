@@ -163,8 +163,10 @@ impl LiveSpace {
             return;
         }
         if new_session || st.epoch_ms.is_none() {
-            // Anchor the wall clock so OpusTags lets clients compute latency.
-            let granule = st.track.position().granule;
+            // Anchor the wall clock so OpusTags lets clients compute latency:
+            // the batch's last sample is the one that exists now.
+            let batch: u64 = packets.iter().map(|p| u64::from(p.duration)).sum();
+            let granule = st.track.position().granule + batch;
             let epoch = now_ms.saturating_sub(granule * 1000 / SAMPLE_RATE);
             st.epoch_ms = Some(epoch);
             st.headers = Some(header_pages(self.serial, &self.title, epoch));
