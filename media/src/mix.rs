@@ -137,8 +137,8 @@ struct Speaker {
     id: u64,
     jitter: JitterBuffer,
     decoder: Decoder,
-    /// Encodes this speaker's mix-minus.
-    encoder: Encoder,
+    /// Encodes this speaker's mix-minus; `None` for a feed that hears nothing.
+    encoder: Option<Encoder>,
     limiter: Limiter,
     muted: bool,
     /// Decoded audio not mixed yet: packets need not be 20 ms long.
@@ -270,15 +270,32 @@ impl Mixer {
     }
 
     pub fn add_speaker(&mut self, id: u64) -> Result<(), MixError> {
-        if self.speakers.iter().any(|s| s.id == id) {
-            return Err(MixError::DuplicateSpeaker(id));
-        }
         let mut encoder = new_encoder(Application::Voip, self.bitrate)?;
         encoder.set_inband_fec(true)?;
         encoder.set_packet_loss_perc(RETURN_LOSS_PERC)?;
+        self.add_input(id, Some(encoder), JITTER_TARGET_MS, JITTER_MAX_MS)
+    }
+
+    /// An input that is mixed but gets no mix-minus back (an Icecast
+    /// source: music, a remote studio). Its packets come in pages, often
+    /// in bursts, hence its own jitter-buffer bounds.
+    pub fn add_feed(&mut self, id: u64, target_ms: u64, max_ms: u64) -> Result<(), MixError> {
+        self.add_input(id, None, target_ms, max_ms)
+    }
+
+    fn add_input(
+        &mut self,
+        id: u64,
+        encoder: Option<Encoder>,
+        target_ms: u64,
+        max_ms: u64,
+    ) -> Result<(), MixError> {
+        if self.speakers.iter().any(|s| s.id == id) {
+            return Err(MixError::DuplicateSpeaker(id));
+        }
         self.speakers.push(Speaker {
             id,
-            jitter: JitterBuffer::new(JITTER_TARGET_MS, JITTER_MAX_MS),
+            jitter: JitterBuffer::new(target_ms, max_ms),
             decoder: Decoder::new(RATE, Channels::Mono)?,
             encoder,
             limiter: Limiter::new(),
@@ -341,6 +358,9 @@ impl Mixer {
 
         let mut returns = Vec::with_capacity(self.speakers.len());
         for s in &mut self.speakers {
+            let Some(encoder) = s.encoder.as_mut() else {
+                continue;
+            };
             // Subtracting leaves a residue of the own voice at float
             // rounding (about -140 dB), far under the codec's noise.
             if s.sounding {
@@ -351,7 +371,7 @@ impl Mixer {
                 self.out.copy_from_slice(&self.sum);
             }
             s.limiter.process(&mut self.out);
-            let packet = encode(&mut s.encoder, &self.out, &mut self.packet, &self.silence);
+            let packet = encode(encoder, &self.out, &mut self.packet, &self.silence);
             returns.push((s.id, packet));
         }
 
@@ -564,6 +584,41 @@ mod tests {
         assert!(power(a, 1000.0) > 0.01 && power(b, 440.0) > 0.01);
         let s = m.stats(A).unwrap();
         assert_eq!((s.played, s.lost, s.late_dropped), (48, 0, 0));
+    }
+
+    #[test]
+    fn a_feed_is_mixed_and_heard_but_gets_no_return() {
+        const FEED: u64 = 99;
+        let mut m = Mixer::new(DEFAULT_BITRATE).unwrap();
+        m.add_speaker(A).unwrap();
+        m.add_feed(FEED, 100, 3_000).unwrap();
+        let mut voice = Source::new(440.0, 0.3);
+        let mut music = Source::new(1000.0, 0.3);
+        let (mut program, mut ret_a) = (Listener::new(), Listener::new());
+        for k in 0..60u64 {
+            let now = 1_000 + k * 20;
+            let (seq, ts, p) = voice.next();
+            m.push(A, seq, ts, p, now);
+            // the feed arrives in bursts of five packets every 100 ms
+            if k % 5 == 0 {
+                for _ in 0..5 {
+                    let (seq, ts, p) = music.next();
+                    m.push(FEED, seq, ts, p, now);
+                }
+            }
+            let out = m.tick(now);
+            assert_eq!(out.returns.len(), 1, "only the speaker gets a mix-minus");
+            program.hear(&out.program);
+            ret_a.hear(&out.returns[0].1);
+        }
+        let p = program.tail(30);
+        assert!(power(p, 440.0) > 0.01 && power(p, 1000.0) > 0.01);
+        let a = ret_a.tail(30);
+        assert!(
+            db(power(a, 1000.0), power(a, 440.0)) > 40.0,
+            "A hears the feed, not itself"
+        );
+        assert_eq!(m.stats(FEED).unwrap().lost, 0);
     }
 
     #[test]

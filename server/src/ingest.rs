@@ -83,8 +83,6 @@ pub async fn serve(
     let Some(mut slot) = live.claim_source() else {
         let msg = if live.is_ending() {
             "space is ending"
-        } else if live.stage.mixing() {
-            "the stage's speakers feed this space (WebRTC mix); a source cannot take over the program"
         } else {
             "another source is already connected to this space"
         };

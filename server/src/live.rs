@@ -53,11 +53,17 @@ pub struct SourceSlot {
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         self.live.source_active.store(false, Ordering::Release);
+        self.live.stage.source_gone();
     }
 }
 
 impl SourceSlot {
+    /// The source feeds the program directly, or the stage's mix when
+    /// speakers are on stage.
     pub fn push(&mut self, packets: &[SourcePacket], now_ms: u64) {
+        if self.live.stage.feed_source(packets, now_ms) {
+            return;
+        }
         self.live
             .push(packets, now_ms, std::mem::take(&mut self.new_session));
     }
@@ -152,6 +158,11 @@ impl LiveSpace {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, TrackState> {
         // a panic elsewhere must not take the space down with it
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stage mixer's output: the program, encoded once.
+    pub fn push_program(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
+        self.push(packets, now_ms, new_session)
     }
 
     fn push(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {

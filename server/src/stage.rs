@@ -3,7 +3,7 @@
 //! (encoded once) and a mix-minus back to each of them.
 
 use crate::app::now_ms;
-use crate::live::{LiveSpace, SourceSlot};
+use crate::live::LiveSpace;
 use crate::rtc::{PeerEvent, RtcHub};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -27,6 +27,12 @@ const PROGRAM_BITRATE: i32 = 32_000;
 
 enum MixInput {
     Peer(PeerEvent),
+    /// Packets from the space's Icecast source, mixed in as a feed.
+    Source {
+        packets: Vec<SourcePacket>,
+        now_ms: u64,
+    },
+    SourceGone,
     Join {
         session: u64,
         identity: String,
@@ -41,8 +47,6 @@ enum MixInput {
 /// Why a speaker cannot take the stage now.
 #[derive(Debug, thiserror::Error)]
 pub enum StageOpenError {
-    #[error("this space is fed by an Icecast source; the stage opens when it disconnects")]
-    SourceConnected,
     #[error("the space is ending")]
     Ending,
     #[error("the mixer could not start: {0}")]
@@ -104,7 +108,6 @@ impl StageHub {
                 if live.is_ending() {
                     return Err(StageOpenError::Ending);
                 }
-                let slot = live.claim_source().ok_or(StageOpenError::SourceConnected)?;
                 let mix = Mixer::new(PROGRAM_BITRATE)
                     .map_err(|e| StageOpenError::Mixer(e.to_string()))?;
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -112,8 +115,9 @@ impl StageHub {
                     hub: self.clone(),
                     live: live.clone(),
                     rtc: rtc.clone(),
-                    slot,
                     mix,
+                    program_started: false,
+                    feed: None,
                     rx,
                     speakers: HashMap::new(),
                 };
@@ -147,12 +151,30 @@ impl StageHub {
         }
     }
 
-    /// The mixer runs: the program comes from the stage.
-    pub fn mixing(&self) -> bool {
-        self.mixer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+    fn mixer(&self) -> Option<Sender<MixInput>> {
+        self.mixer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// While the stage mixes, the Icecast source is one more input of the
+    /// mix; false when there is no mixer and the source feeds the program
+    /// directly.
+    pub fn feed_source(&self, packets: &[SourcePacket], now_ms: u64) -> bool {
+        match self.mixer() {
+            Some(tx) => {
+                let _ = tx.send(MixInput::Source {
+                    packets: packets.to_vec(),
+                    now_ms,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn source_gone(&self) {
+        if let Some(tx) = self.mixer() {
+            let _ = tx.send(MixInput::SourceGone);
+        }
     }
 }
 
@@ -213,11 +235,26 @@ struct Speaker {
     track: Option<SpeakerTrack>,
 }
 
+/// The source's place in the mixer, and its synthetic RTP clock.
+struct Feed {
+    seq: u64,
+    ts: u64,
+}
+
+/// The mixer's id for the Icecast source (sessions are below 2^63).
+const SOURCE_FEED: u64 = u64::MAX;
+/// Sources send pages, often a second at a time: a deeper buffer than a
+/// WebRTC speaker's.
+const FEED_TARGET_MS: u64 = 100;
+const FEED_MAX_MS: u64 = 3_000;
+
 struct MixLoop {
     hub: Arc<StageHub>,
     live: Arc<LiveSpace>,
     rtc: RtcHub,
-    slot: SourceSlot,
+    /// The first program packet re-anchors the stream's epoch.
+    program_started: bool,
+    feed: Option<Feed>,
     mix: Mixer,
     rx: Receiver<MixInput>,
     speakers: HashMap<u64, Speaker>,
@@ -262,12 +299,13 @@ impl MixLoop {
     fn tick(&mut self, ticks: u64) {
         let now = now_ms();
         let out = self.mix.tick(now);
-        self.slot.push(
+        self.live.push_program(
             &[SourcePacket {
                 data: out.program,
                 duration: FRAME_SAMPLES as u32,
             }],
             now,
+            !std::mem::replace(&mut self.program_started, true),
         );
         for (session, frame) in out.returns {
             if let Some(s) = self.speakers.get_mut(&session) {
@@ -314,6 +352,27 @@ impl MixLoop {
                 );
             }
             MixInput::Mute { session, muted } => self.mix.set_muted(session, muted),
+            MixInput::Source { packets, now_ms } => {
+                if self.feed.is_none() {
+                    if let Err(e) = self.mix.add_feed(SOURCE_FEED, FEED_TARGET_MS, FEED_MAX_MS) {
+                        tracing::warn!(error = %e, "source not mixed");
+                        return;
+                    }
+                    self.feed = Some(Feed { seq: 0, ts: 0 });
+                }
+                if let Some(feed) = self.feed.as_mut() {
+                    for p in packets {
+                        self.mix
+                            .push(SOURCE_FEED, feed.seq, feed.ts, p.data, now_ms);
+                        feed.seq += 1;
+                        feed.ts += u64::from(p.duration);
+                    }
+                }
+            }
+            MixInput::SourceGone => {
+                self.mix.remove_speaker(SOURCE_FEED);
+                self.feed = None;
+            }
             MixInput::Peer(PeerEvent::Connected { session }) => {
                 if self.hub.lock().connected(session) {
                     self.hub.changed();

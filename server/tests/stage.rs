@@ -240,19 +240,6 @@ fn bad_offers_and_tokens_get_clear_errors_and_disturb_nobody() {
         r.text()
     );
 
-    // an Icecast source cannot take over the program while the stage mixes
-    let r = request(
-        s.addr,
-        "PUT",
-        &format!("/spaces/{id}/source"),
-        &[
-            ("Authorization", &format!("Bearer {host}")),
-            ("Content-Type", "audio/ogg"),
-        ],
-        Some(""),
-    );
-    assert_eq!(r.status, 409, "{}", r.text());
-
     // nothing above disturbed the stage: Ada still connected, program flowing
     let before = s.info(&id)["packets"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(600));
@@ -441,6 +428,51 @@ fn a_listener_asks_to_speak_and_the_host_moderates() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"Linus"), "{tracks}");
+}
+
+#[test]
+fn an_icecast_source_joins_the_mix() {
+    let s = Server::start(&[]);
+    let (id, host) = s.live_space("Music bed");
+    // the source publishes first: the program is its audio, passed through
+    let mut source = ffmpeg_source(s.addr, &id, &host, 12.0, 300);
+    s.wait_for_packets(&id, 50);
+    // a speaker comes on stage: from now on the program is the mix of both
+    // (ffmpeg's sine is at 1/8 of full scale, the speaker at 0.4)
+    let ada = mint(&s, &id, &host, "speaker", "ada");
+    let a = whip::join(s.addr, &id, &ada, tone(1000.0)).expect("ada joins");
+    wait_connected(&s, &id, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let heard = listen(&s, &id, 3);
+    let tail = &heard.samples[heard.samples.len().min(60_000)..];
+    let (r300, r1000) = (tone_ratio(tail, 300.0), tone_ratio(tail, 1000.0));
+    assert!(
+        r300 > 0.03 && r1000 > 0.3,
+        "program: source {r300:.3}, speaker {r1000:.3}"
+    );
+    // the speaker hears the source in their mix-minus, not themself
+    let log = a.finish();
+    assert!(log.error.is_none(), "{:?}", log.error);
+    let back = &log.received[log.received.len().saturating_sub(96_000)..];
+    let (r300, r1000) = (tone_ratio(back, 300.0), tone_ratio(back, 1000.0));
+    assert!(
+        r300 > 0.3 && r1000 < 0.01,
+        "mix-minus: source {r300:.3}, own {r1000:.4}"
+    );
+    // a second source is still one too many
+    let r = request(
+        s.addr,
+        "PUT",
+        &format!("/spaces/{id}/source"),
+        &[
+            ("Authorization", &format!("Bearer {host}")),
+            ("Content-Type", "audio/ogg"),
+        ],
+        Some(""),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let _ = source.kill();
+    let _ = source.wait();
 }
 
 #[test]
