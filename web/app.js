@@ -47,6 +47,9 @@ const store = {
   },
 };
 const adminToken = () => store.raw("tribune.token");
+// A link with a token opened in a tab already on this page only changes the
+// fragment: start over so the page picks the token up.
+addEventListener("hashchange", () => { if (/(^|&)(admin|token)=/.test(location.hash.slice(1))) location.reload(); });
 if (frag.get("admin")) { store.setRaw("tribune.token", frag.get("admin")); frag.delete("admin"); stripFragment(); }
 
 /** The payload of a JWT (identity `sub`, `role`, `space`, `exp`), unverified. */
@@ -328,7 +331,7 @@ class StageClient {
     this.spaceId = spaceId; this.token = token; this.returnAudio = returnAudio;
     this.pc = null; this.stream = null; this.track = null; this.resource = null;
     this.enabled = true; this.closed = false;
-    this.onstate = () => {}; this.onremote = () => {}; this.ontrackended = () => {};
+    this.onstate = () => {}; this.onremote = () => {}; this.ontrackended = () => {}; this.onblocked = () => {};
   }
   async openMic() {
     if (this.stream) return this.stream;
@@ -371,7 +374,10 @@ class StageClient {
     pc.addTransceiver(this.track, { direction: "sendrecv", streams: [this.stream] });
     pc.ontrack = (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
-      if (this.returnAudio) { this.returnAudio.srcObject = stream; this.returnAudio.play().catch(() => {}); }
+      if (this.returnAudio) {
+        this.returnAudio.srcObject = stream;
+        this.returnAudio.play().catch((err) => { if (err.name === "NotAllowedError") this.onblocked(); });
+      }
       const heard = () => this.onremote();
       if (!e.track.muted) heard(); else e.track.addEventListener("unmute", heard, { once: true });
     };
@@ -427,7 +433,10 @@ class StageClient {
  */
 class MicPanel {
   constructor(root, opts) {
-    this.o = Object.assign({ joinLabel: "Join stage", idleText: "You're not on stage.", showJoin: true, onTakeover() {}, onExit() {} }, opts);
+    this.o = Object.assign({
+      joinLabel: "Join stage", idleText: "You're not on stage.", showJoin: true, onTakeover() {}, onExit() {},
+      scheduledText: "Join now and you'll go on air as soon as the host goes live.",
+    }, opts);
     this.status = "idle"; this.want = false; this.space = opts.space || null;
     this.selfMuted = false; this.hostMuted = false; this.seen = false; this.retries = 0;
     root.innerHTML = `
@@ -462,7 +471,7 @@ class MicPanel {
     this.el.dataset.status = s; // e2e
     this.el.dataset.muted = String(muted);
     const text = {
-      idle: this.o.idleText,
+      idle: this.space && this.space.state === "scheduled" && this.o.showJoin ? this.o.scheduledText : this.o.idleText,
       waiting: "Waiting for the host to go live. You'll join automatically.",
       connecting: "Connecting to the stage…",
       connected: this.hostMuted ? "On stage · the host muted you" : muted ? "On stage · you're muted" : "On stage · you're live",
@@ -482,6 +491,7 @@ class MicPanel {
     mute.textContent = muted ? "Unmute" : "Mute";
     mute.setAttribute("aria-pressed", String(muted));
     leave.hidden = !(this.onStage || s === "waiting");
+    leave.textContent = s === "waiting" ? "Cancel" : "Leave stage";
     $("#music-mode", this.el).closest("label").hidden = ended;
   }
   setSpace(space) {
@@ -510,6 +520,12 @@ class MicPanel {
       this.o.onExit("removed");
     }
   }
+  /** Joins by itself when the space goes live; the mic opens only then. */
+  arm() {
+    if (this.busy || this.onStage || this.want) return;
+    this.want = true; this.retries = 0;
+    this.setStatus("waiting");
+  }
   async join() {
     if (this.busy || this.onStage) return;
     this.want = true; this.retries = 0; this.error("");
@@ -537,6 +553,10 @@ class MicPanel {
       await this.ensureMic();
       const c = this.client;
       c.onremote = () => this.takeover();
+      c.onblocked = () => {
+        this.error("Tap anywhere to hear the others (the browser is holding the sound back).");
+        document.addEventListener("pointerdown", () => { this.returnAudio.play().catch(() => {}); this.error(""); }, { once: true });
+      };
       c.onstate = (st) => this.onPeerState(st);
       await c.connect();
       clearTimeout(this.iceTimer);
@@ -798,9 +818,9 @@ async function listenerPage(id) {
     </section>
     <p class="muted small" id="host-hint"></p>`;
 
-  let space = snap.space, mode = null, retryTimer = null, pausedAt = 0, wantPlay = false;
+  let space = snap.space, mode = null, retryTimer = null, pausedAt = 0, watcher = null;
   let speaking = null; // MicPanel while on stage
-  let req = store.session("tribune.request." + id); // {id, ticket, name} of a pending request
+  let req = null; // {id, ticket, name} of our pending request
   let reqTimer = null, checking = false;
   const area = $("#player-area"), speak = $("#speak-card");
   if (store.map("tribune.hosts")[id]) $("#host-hint").innerHTML = `You host this space: <a href="/spaces/${esc(id)}/host">open the host console</a>.`;
@@ -840,7 +860,7 @@ async function listenerPage(id) {
       const lost = () => {
         if (mode !== "live" || !a.getAttribute("src") || speaking) return;
         playerUI("Reconnecting…", "The live stream dropped; joining again.", false);
-        clearTimeout(retryTimer); retryTimer = setTimeout(() => admit(null, true), 2000);
+        clearTimeout(retryTimer); retryTimer = setTimeout(() => admit(null), 2000);
       };
       a.addEventListener("error", lost);
       a.addEventListener("ended", lost);
@@ -855,14 +875,13 @@ async function listenerPage(id) {
     if (mode !== "live") { if (a) (a.paused ? a.play() : a.pause()); return; }
     if (a && !a.paused) { a.pause(); return; }
     // Paused for a while, or never connected: join again at the live edge.
-    if (!a || !a.getAttribute("src") || (pausedAt && Date.now() - pausedAt > 3000)) admit(null, true);
-    else a.play().catch(() => admit(null, true));
+    if (!a || !a.getAttribute("src") || (pausedAt && Date.now() - pausedAt > 3000)) admit(null);
+    else a.play().catch(() => admit(null));
   }
   /** Asks to listen: a pass for the live stream, or a place in line. */
-  async function admit(ticket, playNow) {
+  async function admit(ticket) {
     clearTimeout(retryTimer);
     if (mode !== "live" || speaking) return;
-    wantPlay = wantPlay || playNow;
     const params = new URLSearchParams();
     if (ticket) params.set("ticket", ticket);
     if (listenToken) params.set("token", listenToken);
@@ -874,7 +893,7 @@ async function listenerPage(id) {
       a = await res.json().catch(() => ({}));
     } catch {
       playerUI("Can't reach the server", "Trying again in a few seconds…", false);
-      retryTimer = setTimeout(() => admit(ticket, playNow), 3000);
+      retryTimer = setTimeout(() => admit(ticket), 3000);
       return;
     }
     if (mode !== "live" || speaking) return;
@@ -882,10 +901,13 @@ async function listenerPage(id) {
       const el = ensureProgram({ autoplay: true });
       el.hidden = false;
       el.src = a.live;
-      playerUI("Starting…", "", true);
-      if (wantPlay) el.play().catch(() => { playerUI("Press play to listen", "Your browser needs a tap to start the audio."); syncButton(); });
+      playerUI("Starting…", "Connecting to the live audio.", true);
+      el.play().catch((err) => {
+        if (err.name !== "NotAllowedError") return; // AbortError: a newer source took over
+        playerUI("Press play to listen live", "Your browser waits for a tap before it plays sound.");
+        syncButton();
+      });
       syncButton();
-      wantPlay = false;
     } else if (a.waiting_room) {
       const w = a.waiting_room;
       let left = Math.max(1, w.retry_after | 0);
@@ -893,15 +915,17 @@ async function listenerPage(id) {
         `Live audio starts by itself as soon as there's room (next try in ${left} s). Reloading loses your place.
          If live isn't possible, the full recording is published the moment the space ends.`, false);
       show();
-      const tick = () => { left--; if (left > 0) { show(); retryTimer = setTimeout(tick, 1000); } else admit(w.ticket, playNow); };
+      const tick = () => { left--; if (left > 0) { show(); retryTimer = setTimeout(tick, 1000); } else admit(w.ticket); };
       retryTimer = setTimeout(tick, 1000);
     } else if (a.state === "scheduled" || a.state === "ended") {
-      watcher.refresh();
+      if (watcher) watcher.refresh();
     } else {
       let text = a.error ? sentence(a.error) : statusWords(res.status);
-      if ((res.status === 401 || res.status === 403) && space.private) text = "This space is private: you need the listener link the host shared. " + text;
+      if ((res.status === 401 || res.status === 403) && space.private) {
+        text = listenToken ? "Your listener link for this private space isn't valid any more. Ask the host for a new one." : "This space is private: open the listener link the host shared with you.";
+      }
       playerUI("Can't play the live audio", esc(text), true);
-      if (res.status === 429 || res.status >= 500) retryTimer = setTimeout(() => admit(ticket, playNow), Math.max(2, a.retry_after || 3) * 1000);
+      if (res.status === 429 || res.status >= 500) retryTimer = setTimeout(() => admit(ticket), Math.max(2, a.retry_after || 3) * 1000);
     }
   }
   /** On stage: stop the delayed program (and free the slot). */
@@ -915,19 +939,18 @@ async function listenerPage(id) {
 
   function setMode(next) {
     if (next === mode) return;
-    const prev = mode;
     mode = next;
     clearTimeout(retryTimer);
     if (next === "live") {
       const wait = $("#not-live");
       if (wait) wait.remove();
-      admit(null, prev === "scheduled" || wantPlay);
+      admit(null);
     } else if (next === "scheduled") {
-      area.innerHTML = "";
       const when = space.scheduled_at ? ` — scheduled for <strong>${esc(fmtWhen(space.scheduled_at))}</strong> (${esc(fmtRelative(space.scheduled_at))})` : "";
       area.innerHTML = `<div class="notice" id="not-live">Not live yet${when}.<br><span class="muted">This page starts the audio by itself when the host goes live.</span></div>`;
     } else if (next === "ended") {
       if (speaking) { speaking.destroy(); speaking = null; }
+      if (watcher) { watcher.close(); watcher = null; } // nothing changes after the end
       area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(space.urls.replay)}"></audio>
         <p class="muted">This space has ended; this is the full, unedited recording${space.duration_ms ? ` (${fmtDuration(space.duration_ms)})` : ""}.
         <a href="${esc(space.urls.replay)}" download>Download</a></p>`;
@@ -997,12 +1020,15 @@ async function listenerPage(id) {
       const r = await api("POST", `/api/spaces/${id}/stage/requests`, { name }, listenToken || undefined);
       store.setRaw("tribune.name", name);
       req = { id: r.id, ticket: r.ticket, name };
-      store.session("tribune.request." + id, req);
       setSpeak("pending");
       pollRequest();
     } catch (e) { btn.disabled = false; say(msg, e.status === 404 && !e.data.error ? "This server doesn't take requests to speak." : e.message); }
   }
-  function clearRequest() { req = null; store.session("tribune.request." + id, null); clearTimeout(reqTimer); }
+  function clearRequest() { req = null; clearTimeout(reqTimer); }
+  // Leaving the page lowers the hand: the host never approves someone gone.
+  addEventListener("pagehide", () => {
+    if (req) fetch(`/api/spaces/${id}/stage/requests/${req.id}`, { method: "DELETE", keepalive: true, headers: { Authorization: "Bearer " + req.ticket } }).catch(() => {});
+  });
   async function withdraw() {
     const r = req;
     clearRequest();
@@ -1040,7 +1066,7 @@ async function listenerPage(id) {
         const panel = speaking;
         speaking = null;
         if (panel) panel.destroy();
-        if (mode === "live") { setSpeak(why === "failed" ? "error" : why, why === "failed" ? $("#mic-error")?.textContent || "The stage connection failed." : undefined); admit(null, true); }
+        if (mode === "live") { setSpeak(why === "failed" ? "error" : why, why === "failed" ? $("#mic-error")?.textContent || "The stage connection failed." : undefined); admit(null); }
       },
     });
     speaking.join();
@@ -1071,9 +1097,8 @@ async function listenerPage(id) {
     if (req && space.state === "live" && !s.stage.requests.some((r) => r.id === req.id)) checkRequest();
   }
 
-  if (req && snap.space.state === "live") { setSpeak("pending"); pollRequest(); }
   apply(snap);
-  const watcher = watchSpace(id, apply);
+  if (mode !== "ended") watcher = watchSpace(id, apply);
   setInterval(renderStats, 1000);
 }
 
@@ -1138,7 +1163,7 @@ async function hostPage(id) {
             <div id="listener-link"></div>
           </div>
         </section>
-        <section class="card">
+        <section class="card" id="source-card">
           <details id="source-details"><summary>Publish from ffmpeg, OBS or any Icecast client</summary><div id="source-body" class="muted">Loading…</div></details>
         </section>
       </div>
@@ -1151,6 +1176,7 @@ async function hostPage(id) {
 
   const mic = new MicPanel($("#mic-root"), {
     spaceId: id, token: tok, identity: me.sub, space, joinLabel: "Join stage with my mic", idleText: "Your mic is off.",
+    scheduledText: "Your mic is off. Join now to be on air the moment you go live.",
   });
 
   $("#go-live").onclick = async () => {
@@ -1220,7 +1246,7 @@ async function hostPage(id) {
   /* request queue and stage list */
   async function act(path, body, errEl, done) {
     say(errEl, "");
-    try { await api("POST", path, body, tok); if (done) done(); watcher.refresh(); } catch (e) { say(errEl, e.message); return false; }
+    try { await api("POST", path, body, tok); if (done) done(); if (watcher) watcher.refresh(); } catch (e) { say(errEl, e.message); return false; }
     return true;
   }
   $("#requests").onclick = async (e) => {
@@ -1310,8 +1336,11 @@ async function hostPage(id) {
     const members = live ? stage.members : [], reqs = live ? stage.requests : [];
     renderMembers(members, stage.max_speakers);
     renderRequests(reqs);
-    $("#requests-card").hidden = s.partial;
-    $("#invite-card").hidden = space.state === "ended";
+    const ended = space.state === "ended";
+    $("#requests-card").hidden = s.partial || ended;
+    $("#invite-card").hidden = ended;
+    $("#stage-card").hidden = ended;
+    $("#source-card").hidden = ended;
     mic.setSpace(space);
     mic.setStage(stage);
     if (space.state === "ended" && !$("#ended-note")) {
@@ -1320,8 +1349,9 @@ async function hostPage(id) {
     }
     if (space.state !== "live") $("#mic-card").hidden = space.state === "ended";
   }
+  let watcher = null;
   apply(snap);
-  const watcher = watchSpace(id, apply);
+  if (space.state !== "ended") watcher = watchSpace(id, (s) => { apply(s); if (space.state === "ended" && watcher) { watcher.close(); watcher = null; } });
   setInterval(() => { if (space.state === "live") $("#live-for").textContent = "Live for " + fmtDuration(Date.now() - space.started_at); }, 1000);
 }
 
@@ -1354,7 +1384,7 @@ async function speakerPage(id) {
       <ul class="avatars" id="stage-avatars"></ul>
       <p class="empty" id="stage-empty">Nobody is on stage yet.</p>
     </section>
-    <p class="muted small"><a href="/spaces/${esc(id)}">Just listen instead</a></p>`;
+    <p class="muted small" id="just-listen"><a href="/spaces/${esc(id)}">Just listen instead</a></p>`;
 
   let space = snap.space;
   const mic = new MicPanel($("#mic-root"), {
@@ -1376,15 +1406,20 @@ async function speakerPage(id) {
     $("#stage-empty").hidden = members.length > 0;
     $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
     const note = $("#speaker-note");
-    if (space.state === "scheduled") note.innerHTML = `<div class="notice">Waiting for the host to go live${space.scheduled_at ? ` (scheduled ${esc(fmtWhen(space.scheduled_at))})` : ""}. Press Join stage now and you'll go on air as soon as it starts.</div>`;
+    if (space.state === "scheduled") note.innerHTML = `<div class="notice">Waiting for the host to go live${space.scheduled_at ? ` (scheduled ${esc(fmtWhen(space.scheduled_at))})` : ""}.</div>`;
     else if (space.state === "ended") note.innerHTML = `<div class="notice">The space has ended. <a href="/spaces/${esc(id)}">Listen to the recording</a></div>`;
     else if (!note.querySelector(".warn")) note.innerHTML = "";
+    const ended = space.state === "ended";
+    $("#mic-card").hidden = ended; $("#stage-card").hidden = ended; $("#just-listen").hidden = ended;
     mic.setSpace(space);
     mic.setStage(s.stage);
   }
   apply(snap);
-  watchSpace(id, apply);
+  if (space.state !== "ended") {
+    const watcher = watchSpace(id, (s) => { apply(s); if (space.state === "ended") watcher.close(); });
+  }
   if (autojoin && space.state !== "ended") mic.join();
+  else if (space.state === "scheduled") mic.arm(); // the invite was opened to speak: go on air with the host
 }
 
 /* ------------------------------------------------------------ fallbacks */

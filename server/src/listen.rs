@@ -1,66 +1,18 @@
-//! `GET /spaces/{id}/live.opus`: a listener is this socket plus a cursor
-//! into the space's shared ring. Each flush wakes the task once; it clones
-//! the new chunks' reference counts and writes them in one vectored write.
+//! `GET /spaces/{id}/live.opus`: admission and the response head. An
+//! admitted listener is then handed to one of the space's fan-out shards
+//! (`shard.rs`), which writes it every flush.
 
 use crate::admit::{self, Join};
 use crate::app::{now_ms, App};
 use crate::http::{html_response, json_response, RequestHead};
-use crate::live::LiveSpace;
-use bytes::{Buf, Bytes};
+use crate::shard::{Admitted, Joined, Leave, Shards};
 use serde_json::json;
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tribune_core::space::SpaceState;
-use tribune_core::SAMPLE_RATE;
-
-/// Why a listener's connection ended, as counted in `/metrics`.
-#[derive(Clone, Copy, Debug)]
-enum Leave {
-    Ended,
-    ClientClosed,
-    Lagged,
-    Slow,
-}
-
-impl Leave {
-    fn as_str(self) -> &'static str {
-        match self {
-            Leave::Ended => "space_ended",
-            Leave::ClientClosed => "client_closed",
-            Leave::Lagged => "lagged",
-            Leave::Slow => "slow_reader",
-        }
-    }
-}
-
-/// Holds a listener's place in the counts; frees it however the task ends.
-struct Admitted {
-    app: Arc<App>,
-    live: Arc<LiveSpace>,
-    leave: Leave,
-}
-
-impl Admitted {
-    /// Records why the listener left; the count is updated as it drops.
-    fn left(mut self, leave: Leave) {
-        self.leave = leave;
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.app.listeners.fetch_sub(1, Ordering::AcqRel);
-        let now = self.live.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("tribune_listeners", "space" => self.live.id.clone()).set(now as f64);
-        metrics::counter!("tribune_listener_disconnects_total", "reason" => self.leave.as_str())
-            .increment(1);
-    }
-}
 
 async fn refuse<T>(
     sock: &mut TcpStream,
@@ -108,10 +60,10 @@ struct Ready {
     chunked: bool,
 }
 
-/// Admits (or answers) a listener. An admitted listener streams in a task
-/// of its own that holds only what streaming needs, with `hold` (its
-/// connection's place in the budgets): the task's size is most of a
-/// listener's memory, so admission's larger state is not kept for hours.
+/// Admits (or answers) a listener. An admitted listener is handed to the
+/// space's fan-out shards with only what streaming needs and `hold` (its
+/// connection's place in the budgets): admission's larger state is not
+/// kept for hours.
 pub async fn serve<H: Send + 'static>(
     app: &Arc<App>,
     sock: TcpStream,
@@ -121,20 +73,22 @@ pub async fn serve<H: Send + 'static>(
     hold: H,
 ) {
     let Some(Ready {
-        mut sock,
+        sock,
         admitted,
         chunked,
     }) = admit(app, sock, req, id, peer).await
     else {
         return;
     };
-    let app = app.clone();
-    tokio::spawn(async move {
-        let live = admitted.live.clone();
-        let leave = stream(&app, &live, &mut sock, chunked).await;
-        admitted.left(leave);
-        drop(hold);
-    });
+    let live = admitted.live.clone();
+    live.shards
+        .get_or_init(|| Shards::spawn(app, &live))
+        .add(Joined {
+            sock,
+            admitted,
+            chunked,
+            hold: Box::new(hold),
+        });
 }
 
 async fn admit(
@@ -259,137 +213,4 @@ async fn admit(
         admitted,
         chunked,
     })
-}
-
-async fn stream(app: &App, live: &LiveSpace, sock: &mut TcpStream, chunked: bool) -> Leave {
-    let bytes_out = metrics::counter!("tribune_bytes_out_total", "space" => live.id.clone());
-    let slow_after = Duration::from_millis(app.cfg.slow_listener_ms);
-    let mut head_rx = live.subscribe_head();
-    let mut ending = live.subscribe_ending();
-    let mut stray = 0usize;
-    // No audio yet: wait for the first page (the headers carry its epoch).
-    let headers = loop {
-        if let Some(h) = live.headers() {
-            break h;
-        }
-        tokio::select! {
-            r = head_rx.changed() => if r.is_err() { return Leave::Ended },
-            _ = ending.changed() => return Leave::Ended,
-            gone = client_gone(sock, &mut stray) => if gone { return Leave::ClientClosed },
-        }
-    };
-    let burst = app.cfg.burst_ms * SAMPLE_RATE / 1000;
-    let mut cursor = live
-        .ring
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .burst_start(burst);
-    let mut pending: Vec<Bytes> = if chunked {
-        let prefix = Bytes::from(format!("{:x}\r\n", headers.len()));
-        vec![prefix, headers, Bytes::from_static(b"\r\n")]
-    } else {
-        vec![headers]
-    };
-    loop {
-        let ended = {
-            let ring = live.ring.read().unwrap_or_else(|e| e.into_inner());
-            if ring.read(&mut cursor, &mut pending, chunked).is_err() {
-                return Leave::Lagged;
-            }
-            ring.ended() && cursor == ring.head()
-        };
-        if ended && chunked {
-            pending.push(Bytes::from_static(b"0\r\n\r\n"));
-        }
-        match write_all(sock, &mut pending, slow_after).await {
-            Ok(n) => bytes_out.increment(n),
-            Err(leave) => return leave,
-        }
-        if ended {
-            let _ = sock.shutdown().await;
-            return Leave::Ended;
-        }
-        // Between flushes, notice a client that hung up even when no audio
-        // is flowing (a source gap), so it does not hold a place.
-        tokio::select! {
-            r = head_rx.changed() => if r.is_err() { return Leave::Ended },
-            gone = client_gone(sock, &mut stray) => if gone { return Leave::ClientClosed },
-        }
-    }
-}
-
-/// Resolves when the client sent something: `true` if it hung up (or sent
-/// more than a listener ever should), `false` for a few stray bytes.
-async fn client_gone(sock: &TcpStream, stray: &mut usize) -> bool {
-    const MAX_STRAY: usize = 4096;
-    if sock.readable().await.is_err() {
-        return true;
-    }
-    let mut buf = [0u8; 512];
-    match sock.try_read(&mut buf) {
-        Ok(0) => true,
-        Ok(n) => {
-            *stray += n;
-            *stray > MAX_STRAY
-        }
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    }
-}
-
-/// Writes every buffer, trying the socket at once (the usual case: one
-/// syscall) and only waiting, with a deadline, when its buffer is full.
-async fn write_all(
-    sock: &mut TcpStream,
-    bufs: &mut Vec<Bytes>,
-    slow_after: Duration,
-) -> Result<u64, Leave> {
-    let mut total = 0u64;
-    let mut first = 0;
-    loop {
-        while first < bufs.len() && bufs[first].is_empty() {
-            first += 1;
-        }
-        if first == bufs.len() {
-            break;
-        }
-        let n = match try_write(sock, &bufs[first..]) {
-            Ok(0) => return Err(Leave::ClientClosed),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // only here does the task wait, and it holds no iovecs while it does
-                match tokio::time::timeout(slow_after, sock.writable()).await {
-                    Err(_) => return Err(Leave::Slow),
-                    Ok(Err(_)) => return Err(Leave::ClientClosed),
-                    Ok(Ok(())) => continue,
-                }
-            }
-            Err(_) => return Err(Leave::ClientClosed),
-        };
-        total += n as u64;
-        let mut left = n;
-        while left > 0 {
-            let b = &mut bufs[first];
-            if b.len() <= left {
-                left -= b.len();
-                first += 1;
-            } else {
-                b.advance(left);
-                left = 0;
-            }
-        }
-    }
-    bufs.clear();
-    Ok(total)
-}
-
-/// One vectored write of up to 32 buffers, without waiting.
-fn try_write(sock: &TcpStream, bufs: &[Bytes]) -> io::Result<usize> {
-    const MAX_IOV: usize = 32;
-    let mut slices = [IoSlice::new(&[]); MAX_IOV];
-    let mut count = 0;
-    for (slot, b) in slices.iter_mut().zip(bufs) {
-        *slot = IoSlice::new(b);
-        count += 1;
-    }
-    sock.try_write_vectored(&slices[..count])
 }

@@ -41,6 +41,8 @@ pub struct LiveSpace {
     pub peak_listeners: AtomicUsize,
     /// Who is on stage, and the mixer feeding the program from them.
     pub stage: Arc<StageHub>,
+    /// The tasks writing to this space's listeners, started with the first.
+    pub shards: std::sync::OnceLock<crate::shard::Shards>,
     packets_metric: metrics::Counter,
 }
 
@@ -111,6 +113,7 @@ impl LiveSpace {
             listeners: AtomicUsize::new(0),
             peak_listeners: AtomicUsize::new(peak as usize),
             stage: Arc::new(StageHub::new(id, data)),
+            shards: std::sync::OnceLock::new(),
             packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
         });
         tokio::spawn(flush_clock(

@@ -12,6 +12,7 @@ mod listen;
 mod live;
 mod recorder;
 mod rtc;
+mod shard;
 mod stage;
 mod store;
 mod whip;

@@ -400,6 +400,22 @@ pub fn tone_ratio(samples: &[i16], freq: f64) -> f64 {
     }
 }
 
+/// `tone_ratio` averaged over 100 ms blocks that carry sound: robust to
+/// the phase jumps a live path makes (a concealed loss, a jitter-buffer
+/// skip), which cancel a single long Goertzel window.
+pub fn tone_presence(samples: &[i16], freq: f64) -> f64 {
+    let blocks: Vec<f64> = samples
+        .chunks_exact(4800)
+        .filter(|b| b.iter().any(|x| x.unsigned_abs() > 300))
+        .map(|b| tone_ratio(b, freq))
+        .collect();
+    if blocks.is_empty() {
+        0.0
+    } else {
+        blocks.iter().sum::<f64>() / blocks.len() as f64
+    }
+}
+
 /// A synthetic Ogg Opus stream: valid framing, `packets` CELT 20 ms packets
 /// of `size` bytes. For tests that need volume, not sound.
 pub fn synthetic_ogg_opus(packets: usize, size: usize) -> Vec<u8> {

@@ -1,0 +1,378 @@
+//! The fan-out: a live space's listeners are split over a few shard tasks
+//! (one per core). Each flush wakes each shard once, and the shard writes
+//! the new chunk to every listener it holds, one non-blocking vectored
+//! write each. A listener is a socket, a cursor into the ring and, only
+//! while its socket is full, the buffers still to write: no task, no
+//! waker, no reactor registration of its own.
+
+use crate::app::App;
+use crate::live::LiveSpace;
+use bytes::{Buf, Bytes};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tribune_core::SAMPLE_RATE;
+
+/// Why a listener's connection ended, as counted in `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub enum Leave {
+    Ended,
+    ClientClosed,
+    Lagged,
+    Slow,
+}
+
+impl Leave {
+    fn as_str(self) -> &'static str {
+        match self {
+            Leave::Ended => "space_ended",
+            Leave::ClientClosed => "client_closed",
+            Leave::Lagged => "lagged",
+            Leave::Slow => "slow_reader",
+        }
+    }
+}
+
+/// Holds a listener's place in the counts; frees it however it leaves.
+pub struct Admitted {
+    pub app: Arc<App>,
+    pub live: Arc<LiveSpace>,
+    pub leave: Leave,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.app.listeners.fetch_sub(1, Ordering::AcqRel);
+        let now = self.live.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("tribune_listeners", "space" => self.live.id.clone()).set(now as f64);
+        metrics::counter!("tribune_listener_disconnects_total", "reason" => self.leave.as_str())
+            .increment(1);
+    }
+}
+
+/// An admitted listener whose response head has been sent.
+pub struct Joined {
+    pub sock: tokio::net::TcpStream,
+    pub admitted: Admitted,
+    pub chunked: bool,
+    /// The connection's place in the node's budgets, held until it closes.
+    pub hold: Box<dyn Send>,
+}
+
+pub struct Shards {
+    joins: Vec<mpsc::UnboundedSender<Joined>>,
+    next: AtomicUsize,
+}
+
+impl Shards {
+    /// One shard per core (tokio worker), for the space `live`.
+    pub fn spawn(app: &Arc<App>, live: &Arc<LiveSpace>) -> Shards {
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let joins = (0..count)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(app.clone(), Arc::downgrade(live), rx));
+                tx
+            })
+            .collect();
+        Shards {
+            joins,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn add(&self, joined: Joined) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
+        // a closed shard means the space is gone: dropping the listener closes it
+        let _ = self.joins[i].send(joined);
+    }
+}
+
+struct Listener {
+    sock: TcpStream,
+    admitted: Admitted,
+    _hold: Box<dyn Send>,
+    chunked: bool,
+    /// None until the space has audio (and so header pages) to start with.
+    cursor: Option<u64>,
+    pending: Vec<Bytes>,
+    blocked_since: Option<Instant>,
+    last_write: Instant,
+    stray: usize,
+}
+
+/// A client that sends more than this after its request is not a player.
+const MAX_STRAY: usize = 4096;
+/// Listeners that received nothing for this long are checked for a hang-up
+/// (while audio flows, a hang-up shows as a failed write within two flushes).
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+/// How soon a listener whose socket was full is tried again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(10);
+
+enum Step {
+    Keep,
+    Leave(Leave),
+}
+
+async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedReceiver<Joined>) {
+    let (mut head, burst, slow_after) = match live.upgrade() {
+        Some(l) => (
+            l.subscribe_head(),
+            app.cfg.burst_ms * SAMPLE_RATE / 1000,
+            Duration::from_millis(app.cfg.slow_listener_ms),
+        ),
+        None => return,
+    };
+    let bytes_out = match live.upgrade() {
+        Some(l) => metrics::counter!("tribune_bytes_out_total", "space" => l.id.clone()),
+        None => return,
+    };
+    let mut listeners: Vec<Listener> = Vec::new();
+    let mut blocked = 0usize;
+    let mut probe = tokio::time::interval(IDLE_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = tokio::time::interval(BLOCKED_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // the space is only borrowed between waits, so it can be dropped
+        tokio::select! {
+            joined = joins.recv() => {
+                let Some(j) = joined else { break };
+                let Some(space) = live.upgrade() else { break };
+                let Ok(sock) = j.sock.into_std() else { continue };
+                let mut l = Listener {
+                    sock,
+                    admitted: j.admitted,
+                    _hold: j.hold,
+                    chunked: j.chunked,
+                    cursor: None,
+                    pending: Vec::new(),
+                    blocked_since: None,
+                    last_write: Instant::now(),
+                    stray: 0,
+                };
+                // the first audio goes out now, not at the next flush
+                let mut written = 0;
+                let step = advance(&space, &mut l, burst, slow_after, Instant::now(), &mut written);
+                bytes_out.increment(written);
+                match step {
+                    Step::Keep => listeners.push(l),
+                    Step::Leave(why) => l.admitted.leave = why,
+                }
+            }
+            changed = head.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(space) = live.upgrade() else { break };
+                bytes_out.increment(pass(&space, &mut listeners, burst, slow_after));
+            }
+            // the rare listener whose socket was full catches up between flushes
+            _ = retry.tick(), if blocked > 0 => {
+                let Some(space) = live.upgrade() else { break };
+                let now = Instant::now();
+                let mut written = 0;
+                listeners.retain_mut(|l| {
+                    if l.blocked_since.is_none() {
+                        return true;
+                    }
+                    match advance(&space, l, burst, slow_after, now, &mut written) {
+                        Step::Keep => true,
+                        Step::Leave(why) => {
+                            l.admitted.leave = why;
+                            false
+                        }
+                    }
+                });
+                bytes_out.increment(written);
+            }
+            _ = probe.tick() => {
+                let now = Instant::now();
+                listeners.retain_mut(|l| {
+                    if now.duration_since(l.last_write) < IDLE_PROBE && l.blocked_since.is_none() {
+                        return true;
+                    }
+                    match probe_client(l) {
+                        Step::Keep => match l.blocked_since {
+                            Some(t) if now.duration_since(t) > slow_after => {
+                                l.admitted.leave = Leave::Slow;
+                                false
+                            }
+                            _ => true,
+                        },
+                        Step::Leave(why) => {
+                            l.admitted.leave = why;
+                            false
+                        }
+                    }
+                });
+            }
+        }
+        // listeners waiting on a full socket, for the health watcher
+        let now_blocked = listeners
+            .iter()
+            .filter(|l| l.blocked_since.is_some())
+            .count();
+        if now_blocked != blocked {
+            if now_blocked > blocked {
+                app.blocked_writers
+                    .fetch_add(now_blocked - blocked, Ordering::Relaxed);
+            } else {
+                app.blocked_writers
+                    .fetch_sub(blocked - now_blocked, Ordering::Relaxed);
+            }
+            blocked = now_blocked;
+        }
+    }
+    app.blocked_writers.fetch_sub(blocked, Ordering::Relaxed);
+}
+
+/// One flush: every listener of the shard gets what is new. Returns the
+/// bytes written.
+fn pass(space: &LiveSpace, listeners: &mut Vec<Listener>, burst: u64, slow_after: Duration) -> u64 {
+    let now = Instant::now();
+    let mut written = 0;
+    listeners.retain_mut(
+        |l| match advance(space, l, burst, slow_after, now, &mut written) {
+            Step::Keep => true,
+            Step::Leave(why) => {
+                l.admitted.leave = why;
+                false
+            }
+        },
+    );
+    written
+}
+
+/// Brings one listener up to the head of the ring, as far as its socket
+/// takes without waiting.
+fn advance(
+    space: &LiveSpace,
+    l: &mut Listener,
+    burst: u64,
+    slow_after: Duration,
+    now: Instant,
+    written_total: &mut u64,
+) -> Step {
+    if l.cursor.is_none() {
+        let Some(headers) = space.headers() else {
+            return Step::Keep; // no audio yet
+        };
+        if l.chunked {
+            l.pending
+                .push(Bytes::from(format!("{:x}\r\n", headers.len())));
+            l.pending.push(headers);
+            l.pending.push(Bytes::from_static(b"\r\n"));
+        } else {
+            l.pending.push(headers);
+        }
+        l.cursor = Some(
+            space
+                .ring
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .burst_start(burst),
+        );
+    }
+    let Some(cursor) = l.cursor.as_mut() else {
+        return Step::Keep;
+    };
+    let ended = {
+        let ring = space.ring.read().unwrap_or_else(|e| e.into_inner());
+        if ring.read(cursor, &mut l.pending, l.chunked).is_err() {
+            return Step::Leave(Leave::Lagged);
+        }
+        ring.ended() && *cursor == ring.head()
+    };
+    if ended && l.chunked {
+        l.pending.push(Bytes::from_static(b"0\r\n\r\n"));
+    }
+    match write_pending(&l.sock, &mut l.pending) {
+        Ok(written) => {
+            if written > 0 {
+                l.last_write = now;
+                *written_total += written;
+            }
+        }
+        Err(_) => return Step::Leave(Leave::ClientClosed),
+    }
+    if l.pending.is_empty() {
+        l.blocked_since = None;
+        if ended {
+            let _ = l.sock.shutdown(std::net::Shutdown::Write);
+            return Step::Leave(Leave::Ended);
+        }
+        return Step::Keep;
+    }
+    let since = *l.blocked_since.get_or_insert(now);
+    if now.duration_since(since) > slow_after {
+        return Step::Leave(Leave::Slow);
+    }
+    Step::Keep
+}
+
+/// Writes as much as the socket takes now; what is left stays pending.
+fn write_pending(mut sock: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<u64> {
+    const MAX_IOV: usize = 32;
+    let mut total = 0u64;
+    let mut first = 0;
+    loop {
+        while first < bufs.len() && bufs[first].is_empty() {
+            first += 1;
+        }
+        if first == bufs.len() {
+            bufs.clear();
+            return Ok(total);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (slot, b) in slices.iter_mut().zip(&bufs[first..]) {
+            *slot = IoSlice::new(b);
+            count += 1;
+        }
+        let n = match sock.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                bufs.drain(..first);
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        let mut left = n;
+        while left > 0 {
+            let b = &mut bufs[first];
+            if b.len() <= left {
+                left -= b.len();
+                first += 1;
+            } else {
+                b.advance(left);
+                left = 0;
+            }
+        }
+    }
+}
+
+/// A listener sends nothing after its request: reading tells whether it
+/// hung up (or is no player at all).
+fn probe_client(l: &mut Listener) -> Step {
+    let mut buf = [0u8; 1024];
+    match (&l.sock).read(&mut buf) {
+        Ok(0) => Step::Leave(Leave::ClientClosed),
+        Ok(n) => {
+            l.stray += n;
+            if l.stray > MAX_STRAY {
+                Step::Leave(Leave::ClientClosed)
+            } else {
+                Step::Keep
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Keep,
+        Err(_) => Step::Leave(Leave::ClientClosed),
+    }
+}
