@@ -81,14 +81,15 @@ pub async fn serve<H: Send + 'static>(
         return;
     };
     let live = admitted.live.clone();
-    live.shards
-        .get_or_init(|| Shards::spawn(app, &live))
-        .add(Joined {
+    live.shards.get_or_init(|| Shards::spawn(app, &live)).add(
+        &live,
+        Joined {
             sock,
             admitted,
             chunked,
             hold: Box::new(hold),
-        });
+        },
+    );
 }
 
 async fn admit(

@@ -63,8 +63,10 @@ pub struct Joined {
 }
 
 pub struct Shards {
-    joins: Vec<mpsc::UnboundedSender<Joined>>,
+    joins: Vec<mpsc::UnboundedSender<Listener>>,
     next: AtomicUsize,
+    burst: u64,
+    slow_after: Duration,
 }
 
 impl Shards {
@@ -81,13 +83,46 @@ impl Shards {
         Shards {
             joins,
             next: AtomicUsize::new(0),
+            burst: app.cfg.burst_ms * SAMPLE_RATE / 1000,
+            slow_after: Duration::from_millis(app.cfg.slow_listener_ms),
         }
     }
 
-    pub fn add(&self, joined: Joined) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
-        // a closed shard means the space is gone: dropping the listener closes it
-        let _ = self.joins[i].send(joined);
+    /// Sends the new listener its headers and burst from the caller's task
+    /// (time to first audio does not wait for a busy shard), then hands it
+    /// to a shard for every flush after.
+    pub fn add(&self, space: &LiveSpace, j: Joined) {
+        let Ok(sock) = j.sock.into_std() else { return };
+        let mut l = Listener {
+            sock,
+            admitted: j.admitted,
+            _hold: j.hold,
+            chunked: j.chunked,
+            cursor: None,
+            pending: Vec::new(),
+            blocked_since: None,
+            last_write: Instant::now(),
+            stray: 0,
+        };
+        let mut written = 0;
+        let step = advance(
+            space,
+            &mut l,
+            self.burst,
+            self.slow_after,
+            Instant::now(),
+            &mut written,
+        );
+        metrics::counter!("tribune_bytes_out_total", "space" => space.id.clone())
+            .increment(written);
+        match step {
+            Step::Keep => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
+                // a closed shard means the space is gone: dropping the listener closes it
+                let _ = self.joins[i].send(l);
+            }
+            Step::Leave(why) => l.admitted.leave = why,
+        }
     }
 }
 
@@ -117,7 +152,7 @@ enum Step {
     Leave(Leave),
 }
 
-async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedReceiver<Joined>) {
+async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedReceiver<Listener>) {
     let (mut head, burst, slow_after) = match live.upgrade() {
         Some(l) => (
             l.subscribe_head(),
@@ -140,21 +175,9 @@ async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedRec
         // the space is only borrowed between waits, so it can be dropped
         tokio::select! {
             joined = joins.recv() => {
-                let Some(j) = joined else { break };
+                let Some(mut l) = joined else { break };
                 let Some(space) = live.upgrade() else { break };
-                let Ok(sock) = j.sock.into_std() else { continue };
-                let mut l = Listener {
-                    sock,
-                    admitted: j.admitted,
-                    _hold: j.hold,
-                    chunked: j.chunked,
-                    cursor: None,
-                    pending: Vec::new(),
-                    blocked_since: None,
-                    last_write: Instant::now(),
-                    stray: 0,
-                };
-                // the first audio goes out now, not at the next flush
+                // a flush may have come between its first write and now
                 let mut written = 0;
                 let step = advance(&space, &mut l, burst, slow_after, Instant::now(), &mut written);
                 bytes_out.increment(written);
