@@ -84,6 +84,8 @@ struct Outcome {
     audio_ms: f64,
     ended_by: &'static str,
     latencies: Vec<f64>,
+    /// Wall clock (ms since the Unix epoch) when a 200 answer arrived.
+    admitted_at_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -123,6 +125,7 @@ async fn one_listener(
     if ans.status != 200 {
         return out;
     }
+    out.admitted_at_ms = Some(unix_ms());
     let l = client::listen_stream(ans, start, deadline, epoch).await;
     out.ttfa_ms = l.ttfa_ms;
     out.fault = l.fault;
@@ -193,9 +196,43 @@ struct Totals {
     elapsed: f64,
     ttfa: Histogram<u64>,
     latency: Histogram<u64>,
+    /// 200 answers per 100 ms of wall clock: the rate the server admitted
+    /// at, mergeable across worker processes (they share the clock).
+    admitted: BTreeMap<u64, u64>,
+}
+
+/// Width of one admission-rate bucket.
+const ADMIT_BUCKET_MS: u64 = 100;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Totals {
+    /// The most 200 answers in any one second, and the time from the first
+    /// to the last.
+    fn admission_rate(&self) -> (u64, f64) {
+        let per_second = (1000 / ADMIT_BUCKET_MS) as usize;
+        let (Some(first), Some(last)) = (
+            self.admitted.keys().next().copied(),
+            self.admitted.keys().last().copied(),
+        ) else {
+            return (0, 0.0);
+        };
+        let counts: Vec<u64> = (first..=last)
+            .map(|b| self.admitted.get(&b).copied().unwrap_or(0))
+            .collect();
+        let peak = counts
+            .windows(per_second.min(counts.len()))
+            .map(|w| w.iter().sum::<u64>())
+            .max()
+            .unwrap_or(0);
+        let span = ((last - first + 1) * ADMIT_BUCKET_MS) as f64 / 1000.0;
+        (peak, span)
+    }
+
     fn from_outcomes(outcomes: &[Outcome], cpu: f64, elapsed: f64) -> Totals {
         let mut t = Totals {
             listeners: outcomes.len() as u64,
@@ -212,8 +249,12 @@ impl Totals {
             elapsed,
             ttfa: new_hist(),
             latency: new_hist(),
+            admitted: BTreeMap::new(),
         };
         for o in outcomes {
+            if let Some(at) = o.admitted_at_ms {
+                *t.admitted.entry(at / ADMIT_BUCKET_MS).or_default() += 1;
+            }
             t.passed += u64::from(o.passed());
             t.unanswered += u64::from(o.unanswered);
             t.connect_errors += u64::from(o.connect_error.is_some());
@@ -254,13 +295,20 @@ impl Totals {
             "stall_seconds": self.stall_ms / 1000.0,
             "time_to_first_audio_ms": {"p50": pct(&self.ttfa, 0.5), "p99": pct(&self.ttfa, 0.99), "max": pct(&self.ttfa, 1.0)},
             "latency_ms": {"p50": pct(&self.latency, 0.5), "p99": pct(&self.latency, 0.99), "max": pct(&self.latency, 1.0), "samples": self.latency.len()},
+            "admission": {
+                "peak_joins_per_second": self.admission_rate().0,
+                "first_to_last_admitted_seconds": self.admission_rate().1,
+            },
             "bytes": self.bytes,
             "elapsed_seconds": self.elapsed,
             "load_cpu_seconds": self.cpu,
         });
         if with_histograms {
-            v["histograms"] =
-                json!({"ttfa": hist_to_b64(&self.ttfa), "latency": hist_to_b64(&self.latency)});
+            v["histograms"] = json!({
+                "ttfa": hist_to_b64(&self.ttfa),
+                "latency": hist_to_b64(&self.latency),
+                "admitted": self.admitted.iter().map(|(b, n)| (b.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            });
         }
         v
     }
@@ -299,6 +347,14 @@ impl Totals {
                     .as_str()
                     .ok_or("worker report without histograms")?,
             )?,
+            admitted: v["histograms"]["admitted"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(b, n)| Some((b.parse().ok()?, n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -322,6 +378,9 @@ impl Totals {
         self.elapsed = self.elapsed.max(o.elapsed);
         let _ = self.ttfa.add(&o.ttfa);
         let _ = self.latency.add(&o.latency);
+        for (b, n) in o.admitted {
+            *self.admitted.entry(b).or_default() += n;
+        }
     }
 
     fn print(&self, url: &str, workers: usize) {
@@ -333,6 +392,12 @@ impl Totals {
         println!(
             "  answered: {:?}  unanswered: {}  connect errors: {}",
             self.statuses, self.unanswered, self.connect_errors
+        );
+        let (peak, span) = self.admission_rate();
+        let total: u64 = self.admitted.values().sum();
+        println!(
+            "  admitted: {total} in {span:.1} s (first to last 200, 100 ms buckets) = {:.0} joins/s; peak {peak} in any 1 s",
+            total as f64 / span.max(0.1)
         );
         println!(
             "  time to first audio ms: p50 {} p99 {} max {}",
