@@ -13,7 +13,8 @@ for n in "${LEVELS[@]}"; do
     workers=1; [ "$n" -gt 9000 ] && workers=2
     echo "== $server $n"
     SERVER=$server WORKERS=$workers JSON_OUT="$OUT/load-$server-$n.json" SERVER_JSON="$OUT/server-$server-$n.json" \
-      bench/live.sh "$n" 20 200 | tail -1
+      bench/live.sh "$n" 20 200 | tail -1 || echo "$server $n: run failed"
+    sleep 3   # let the previous server's port and sockets go
   done
 done
 python3 bench/chart.py "$OUT" docs/fanout.svg
