@@ -24,7 +24,7 @@ ID=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id
 HOST=$(echo "$SPACE" | python3 -c 'import json,sys; print(json.load(sys.stdin)["host_token"])')
 api "$HOST" /api/spaces/$ID/start >/dev/null
 target/release/tribune-load source "http://127.0.0.1:$PORT/spaces/$ID/source" --token "$HOST" \
-  --seconds $((JOINS / RAMP + HOLD + 20)) >"$DATA/source.log" 2>&1 &
+  --seconds $((JOINS / RAMP + 25)) >"$DATA/source.log" 2>&1 &
 PIDS+=($!)
 sleep 2
 C0=$(awk '{print $14+$15}' /proc/$SPID/stat)

@@ -20,6 +20,9 @@ const DEFAULT_FRAME: u32 = 960;
 /// Longest Opus packet: 120 ms.
 const MAX_FRAME: u32 = 5760;
 
+/// Pops over which the smallest depth is watched (about 2 s of 20 ms).
+const DRAIN_WINDOW: u32 = 100;
+
 /// What to play for one slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Playout {
@@ -81,6 +84,10 @@ pub struct JitterBuffer {
     frame: u32,
     last_pop_samples: u32,
     last_seq: Option<u64>,
+    /// Smallest depth seen after a played packet in the current window,
+    /// and how many pops the window has had.
+    min_depth: u64,
+    window_pops: u32,
     stats: JitterStats,
 }
 
@@ -100,6 +107,8 @@ impl JitterBuffer {
             frame: DEFAULT_FRAME,
             last_pop_samples: 0,
             last_seq: None,
+            min_depth: u64::MAX,
+            window_pops: 0,
             stats: JitterStats::default(),
         }
     }
@@ -194,6 +203,7 @@ impl JitterBuffer {
             self.last_pop_samples = entry.samples;
             self.last_seq = Some(entry.seq);
             self.stats.played += 1;
+            self.drain();
             return Playout::Packet(entry.payload);
         }
         let span = (ts - self.cursor).min(u64::from(self.frame));
@@ -210,7 +220,40 @@ impl JitterBuffer {
         Playout::Lost { fec }
     }
 
+    /// Delay gained once (a late first packet, a hiccup) would otherwise
+    /// stay for the whole session: when even the shallowest moment of a
+    /// window held more than the target, one packet is dropped. At most
+    /// one frame per window, so it is one short glitch every ~2 s while
+    /// there is excess, and nothing in steady state (where the shallowest
+    /// moment is about one frame under the target).
+    fn drain(&mut self) {
+        let depth = self
+            .newest_end()
+            .map_or(0, |end| end.saturating_sub(self.cursor));
+        self.min_depth = self.min_depth.min(depth);
+        self.window_pops += 1;
+        if self.window_pops < DRAIN_WINDOW {
+            return;
+        }
+        let excess = self.min_depth > self.target;
+        self.min_depth = u64::MAX;
+        self.window_pops = 0;
+        if !excess {
+            return;
+        }
+        if let Some(first) = self.packets.first_entry() {
+            if *first.key() == self.cursor {
+                let entry = first.remove();
+                self.cursor = self.cursor.saturating_add(u64::from(entry.samples));
+                self.floor = self.floor.max(self.cursor);
+                self.stats.skipped += 1;
+            }
+        }
+    }
+
     fn restart(&mut self, ts: u64, now_ms: u64) {
+        self.min_depth = u64::MAX;
+        self.window_pops = 0;
         self.cursor = ts;
         self.state = State::Waiting {
             start_ms: now_ms.saturating_add(self.target_ms),
@@ -295,6 +338,39 @@ mod tests {
             Playout::Packet(b) => Some(u64::from_be_bytes(b[..].try_into().ok()?)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn delay_gained_at_the_start_is_drained() {
+        // the first packet is 30 ms late, the rest on time: playout is
+        // anchored 30 ms later than the stream needs
+        let mut j = JitterBuffer::new(40, 200);
+        push(&mut j, 0, 1030);
+        let mut skipped_at = None;
+        for k in 1..400u64 {
+            push(&mut j, k, 1000 + k * 20);
+            let _ = j.pop(1000 + k * 20 + 5);
+            if skipped_at.is_none() && j.stats().skipped > 0 {
+                skipped_at = Some(k);
+            }
+        }
+        assert!(skipped_at.is_some_and(|k| k < 150), "never drained: {:?}", j.stats());
+        // 30 ms late plus the tick phase: two frames too deep, drained one
+        // frame per window down to the target, then left alone
+        assert_eq!(j.stats().skipped, 2, "{:?}", j.stats());
+        assert_eq!(j.stats().lost, 0);
+        assert_eq!(j.depth_ms(), 40);
+    }
+
+    #[test]
+    fn a_steady_stream_is_never_drained() {
+        let mut j = JitterBuffer::new(40, 200);
+        for k in 0..1000u64 {
+            push(&mut j, k, 1000 + k * 20);
+            let _ = j.pop(1000 + k * 20 + 5);
+        }
+        assert_eq!(j.stats().skipped, 0, "{:?}", j.stats());
+        assert_eq!(j.stats().lost, 0);
     }
 
     #[test]
