@@ -165,8 +165,10 @@ async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedRec
         Some(l) => metrics::counter!("tribune_bytes_out_total", "space" => l.id.clone()),
         None => return,
     };
-    let mut listeners: Vec<Listener> = Vec::new();
-    let mut blocked = 0usize;
+    // listeners whose socket took everything, and those whose socket was full
+    let mut ready: Vec<Listener> = Vec::new();
+    let mut blocked: Vec<Listener> = Vec::new();
+    let mut counted_blocked = 0usize;
     let mut probe = tokio::time::interval(IDLE_PROBE);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry = tokio::time::interval(BLOCKED_RETRY);
@@ -182,7 +184,8 @@ async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedRec
                 let step = advance(&space, &mut l, burst, slow_after, Instant::now(), &mut written);
                 bytes_out.increment(written);
                 match step {
-                    Step::Keep => listeners.push(l),
+                    Step::Keep if l.blocked_since.is_some() => blocked.push(l),
+                    Step::Keep => ready.push(l),
                     Step::Leave(why) => l.admitted.leave = why,
                 }
             }
@@ -191,82 +194,79 @@ async fn run(app: Arc<App>, live: Weak<LiveSpace>, mut joins: mpsc::UnboundedRec
                     break;
                 }
                 let Some(space) = live.upgrade() else { break };
-                bytes_out.increment(pass(&space, &mut listeners, burst, slow_after));
+                let now = Instant::now();
+                let written = sweep(&space, &mut ready, &mut blocked, true, burst, slow_after, now);
+                bytes_out.increment(written);
             }
             // the rare listener whose socket was full catches up between flushes
-            _ = retry.tick(), if blocked > 0 => {
+            _ = retry.tick(), if !blocked.is_empty() => {
                 let Some(space) = live.upgrade() else { break };
                 let now = Instant::now();
-                let mut written = 0;
-                listeners.retain_mut(|l| {
-                    if l.blocked_since.is_none() {
-                        return true;
-                    }
-                    match advance(&space, l, burst, slow_after, now, &mut written) {
-                        Step::Keep => true,
-                        Step::Leave(why) => {
-                            l.admitted.leave = why;
-                            false
-                        }
-                    }
-                });
+                let written = sweep(&space, &mut blocked, &mut ready, false, burst, slow_after, now);
                 bytes_out.increment(written);
             }
             _ = probe.tick() => {
                 let now = Instant::now();
-                listeners.retain_mut(|l| {
+                let check = |l: &mut Listener| -> bool {
                     if now.duration_since(l.last_write) < IDLE_PROBE && l.blocked_since.is_none() {
                         return true;
                     }
-                    match probe_client(l) {
+                    let why = match probe_client(l) {
+                        Step::Leave(why) => why,
                         Step::Keep => match l.blocked_since {
-                            Some(t) if now.duration_since(t) > slow_after => {
-                                l.admitted.leave = Leave::Slow;
-                                false
-                            }
-                            _ => true,
+                            Some(t) if now.duration_since(t) > slow_after => Leave::Slow,
+                            _ => return true,
                         },
-                        Step::Leave(why) => {
-                            l.admitted.leave = why;
-                            false
-                        }
-                    }
-                });
+                    };
+                    l.admitted.leave = why;
+                    false
+                };
+                ready.retain_mut(check);
+                blocked.retain_mut(check);
             }
         }
         // listeners waiting on a full socket, for the health watcher
-        let now_blocked = listeners
-            .iter()
-            .filter(|l| l.blocked_since.is_some())
-            .count();
-        if now_blocked != blocked {
-            if now_blocked > blocked {
+        if blocked.len() != counted_blocked {
+            if blocked.len() > counted_blocked {
                 app.blocked_writers
-                    .fetch_add(now_blocked - blocked, Ordering::Relaxed);
+                    .fetch_add(blocked.len() - counted_blocked, Ordering::Relaxed);
             } else {
                 app.blocked_writers
-                    .fetch_sub(blocked - now_blocked, Ordering::Relaxed);
+                    .fetch_sub(counted_blocked - blocked.len(), Ordering::Relaxed);
             }
-            blocked = now_blocked;
+            counted_blocked = blocked.len();
         }
     }
-    app.blocked_writers.fetch_sub(blocked, Ordering::Relaxed);
+    app.blocked_writers
+        .fetch_sub(counted_blocked, Ordering::Relaxed);
 }
 
-/// One flush: every listener of the shard gets what is new. Returns the
-/// bytes written.
-fn pass(space: &LiveSpace, listeners: &mut Vec<Listener>, burst: u64, slow_after: Duration) -> u64 {
-    let now = Instant::now();
+/// Brings every listener of `list` up to date. Those that leave are
+/// dropped; those whose socket is full (`move_blocked`) or no longer full
+/// (`!move_blocked`) move to `other`. Returns the bytes written.
+fn sweep(
+    space: &LiveSpace,
+    list: &mut Vec<Listener>,
+    other: &mut Vec<Listener>,
+    move_blocked: bool,
+    burst: u64,
+    slow_after: Duration,
+    now: Instant,
+) -> u64 {
     let mut written = 0;
-    listeners.retain_mut(
-        |l| match advance(space, l, burst, slow_after, now, &mut written) {
-            Step::Keep => true,
+    let mut i = 0;
+    while i < list.len() {
+        match advance(space, &mut list[i], burst, slow_after, now, &mut written) {
             Step::Leave(why) => {
+                let mut l = list.swap_remove(i);
                 l.admitted.leave = why;
-                false
             }
-        },
-    );
+            Step::Keep if list[i].blocked_since.is_some() == move_blocked => {
+                other.push(list.swap_remove(i));
+            }
+            Step::Keep => i += 1,
+        }
+    }
     written
 }
 
