@@ -354,7 +354,11 @@ mod tests {
                 skipped_at = Some(k);
             }
         }
-        assert!(skipped_at.is_some_and(|k| k < 150), "never drained: {:?}", j.stats());
+        assert!(
+            skipped_at.is_some_and(|k| k < 150),
+            "never drained: {:?}",
+            j.stats()
+        );
         // 30 ms late plus the tick phase: two frames too deep, drained one
         // frame per window down to the target, then left alone
         assert_eq!(j.stats().skipped, 2, "{:?}", j.stats());

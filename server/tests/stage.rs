@@ -7,24 +7,9 @@
 mod support;
 
 use serde_json::Value;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::whip::{self, Signal};
 use support::*;
-
-fn mint(s: &Server, id: &str, host: &str, role: &str, identity: &str) -> String {
-    let r = request(
-        s.addr,
-        "POST",
-        &format!("/api/spaces/{id}/tokens"),
-        &[("Authorization", &format!("Bearer {host}"))],
-        Some(&format!(
-            r#"{{"role":"{role}","identity":"{identity}","ttl":"1h"}}"#
-        )),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_string()
-}
 
 fn stage(s: &Server, id: &str) -> Value {
     request(s.addr, "GET", &format!("/api/spaces/{id}/stage"), &[], None).json()["stage"].clone()
@@ -49,19 +34,6 @@ fn tone(hz: f64) -> Signal {
     Signal::Tone { hz, amplitude: 0.4 }
 }
 
-/// Real ffmpeg listening to `live.opus` for `seconds`.
-fn listen(s: &Server, id: &str, seconds: u32) -> Decoded {
-    let child = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-t", &seconds.to_string(), "-i"])
-        .arg(s.url(&format!("/spaces/{id}/live.opus")))
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg");
-    finish_decode(child)
-}
-
 fn post(s: &Server, path: &str, token: &str, body: Option<&str>) -> Response {
     let auth = format!("Bearer {token}");
     request(s.addr, "POST", path, &[("Authorization", &auth)], body)
@@ -71,15 +43,15 @@ fn post(s: &Server, path: &str, token: &str, body: Option<&str>) -> Response {
 fn two_speakers_are_mixed_once_and_each_hears_only_the_other() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Two voices");
-    let ada = mint(&s, &id, &host, "speaker", "ada");
-    let grace = mint(&s, &id, &host, "speaker", "grace");
+    let ada = s.mint(&id, &host, "speaker", "ada");
+    let grace = s.mint(&id, &host, "speaker", "grace");
     let a = whip::join(s.addr, &id, &ada, tone(440.0)).expect("ada joins");
     assert!(a.location.starts_with(&format!("/spaces/{id}/whip/")));
     let b = whip::join(s.addr, &id, &grace, tone(1000.0)).expect("grace joins");
     wait_connected(&s, &id, 2);
     s.wait_for_packets(&id, 100);
 
-    let heard = listen(&s, &id, 3);
+    let heard = s.listen_live(&id, 3);
     assert!(heard.success, "ffmpeg: {}", heard.errors);
     assert!(heard.seconds() >= 2.9, "heard {} s", heard.seconds());
     let (r440, r1000) = (
@@ -177,7 +149,7 @@ fn two_speakers_are_mixed_once_and_each_hears_only_the_other() {
 fn bad_offers_and_tokens_get_clear_errors_and_disturb_nobody() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Strict stage");
-    let ada = mint(&s, &id, &host, "speaker", "ada");
+    let ada = s.mint(&id, &host, "speaker", "ada");
     let a = whip::join(s.addr, &id, &ada, tone(440.0)).expect("ada joins");
     wait_connected(&s, &id, 1);
 
@@ -200,13 +172,13 @@ fn bad_offers_and_tokens_get_clear_errors_and_disturb_nobody() {
     );
 
     let other = s.live_space("Another space");
-    let foreign = mint(&s, &other.0, &other.1, "speaker", "mallory");
+    let foreign = s.mint(&other.0, &other.1, "speaker", "mallory");
     let r = whip::post_offer(s.addr, &id, &foreign, &good);
     assert_eq!(r.status, 403, "{}", r.text());
 
     let r = whip::post_offer(s.addr, &id, "not-a-token", &good);
     assert_eq!(r.status, 401, "{}", r.text());
-    let listener = mint(&s, &id, &host, "listener", "lurker");
+    let listener = s.mint(&id, &host, "listener", "lurker");
     let r = whip::post_offer(s.addr, &id, &listener, &good);
     assert_eq!(r.status, 403, "{}", r.text());
 
@@ -225,11 +197,11 @@ fn bad_offers_and_tokens_get_clear_errors_and_disturb_nobody() {
     // fill the stage to 13, then the 14th is refused
     let mut others = Vec::new();
     for i in 2..=13 {
-        let t = mint(&s, &id, &host, "speaker", &format!("s{i}"));
+        let t = s.mint(&id, &host, "speaker", &format!("s{i}"));
         others.push(whip::join(s.addr, &id, &t, Signal::Silence).expect("joins"));
     }
     wait_connected(&s, &id, 13);
-    let t14 = mint(&s, &id, &host, "speaker", "s14");
+    let t14 = s.mint(&id, &host, "speaker", "s14");
     let r = whip::join(s.addr, &id, &t14, Signal::Silence)
         .err()
         .expect("14th refused");
@@ -245,7 +217,7 @@ fn bad_offers_and_tokens_get_clear_errors_and_disturb_nobody() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(s.info(&id)["packets"].as_u64().unwrap() >= before + 20);
     assert!(connected(&s, &id).contains(&"ada".to_string()));
-    let heard = listen(&s, &id, 2);
+    let heard = s.listen_live(&id, 2);
     let r = tone_ratio(&heard.samples, 440.0);
     assert!(
         r > 0.3,
@@ -324,7 +296,7 @@ fn a_listener_asks_to_speak_and_the_host_moderates() {
     );
     s.wait_for_packets(&id, 100);
     assert!(
-        tone_ratio(&listen(&s, &id, 2).samples, 700.0) > 0.3,
+        tone_ratio(&s.listen_live(&id, 2).samples, 700.0) > 0.3,
         "Linus not on air"
     );
 
@@ -337,7 +309,7 @@ fn a_listener_asks_to_speak_and_the_host_moderates() {
     let r = post(&s, &mute, &speaker, Some(r#"{"muted":false}"#));
     assert_eq!(r.status, 403, "{}", r.text());
     // a new listener's first second is the burst from before the mute
-    let muted = listen(&s, &id, 3);
+    let muted = s.listen_live(&id, 3);
     let after = &muted.samples[muted.samples.len().min(72_000)..];
     assert!(after.len() > 48_000, "heard {} s", muted.seconds());
     assert!(
@@ -439,11 +411,11 @@ fn an_icecast_source_joins_the_mix() {
     s.wait_for_packets(&id, 50);
     // a speaker comes on stage: from now on the program is the mix of both
     // (ffmpeg's sine is at 1/8 of full scale, the speaker at 0.4)
-    let ada = mint(&s, &id, &host, "speaker", "ada");
+    let ada = s.mint(&id, &host, "speaker", "ada");
     let a = whip::join(s.addr, &id, &ada, tone(1000.0)).expect("ada joins");
     wait_connected(&s, &id, 1);
     std::thread::sleep(Duration::from_millis(1500));
-    let heard = listen(&s, &id, 3);
+    let heard = s.listen_live(&id, 3);
     let tail = &heard.samples[heard.samples.len().min(60_000)..];
     let (r300, r1000) = (tone_ratio(tail, 300.0), tone_ratio(tail, 1000.0));
     assert!(

@@ -16,20 +16,6 @@ use support::whip::{self, Signal};
 use support::*;
 use tribune_media::ogg_page::scan_page;
 
-fn mint(s: &Server, id: &str, host: &str, identity: &str) -> String {
-    let r = request(
-        s.addr,
-        "POST",
-        &format!("/api/spaces/{id}/tokens"),
-        &[("Authorization", &format!("Bearer {host}"))],
-        Some(&format!(
-            r#"{{"role":"speaker","identity":"{identity}","ttl":"1h"}}"#
-        )),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_string()
-}
-
 fn server_cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -140,12 +126,17 @@ fn stage_latency_and_mixer_cost() {
     let clicker = whip::join(
         s.addr,
         &id,
-        &mint(&s, &id, &host, "a"),
+        &s.mint(&id, &host, "speaker", "a"),
         Signal::Clicks { every_ms: 500 },
     )
     .expect("A joins");
-    let ear =
-        whip::join(s.addr, &id, &mint(&s, &id, &host, "b"), Signal::Silence).expect("B joins");
+    let ear = whip::join(
+        s.addr,
+        &id,
+        &s.mint(&id, &host, "speaker", "b"),
+        Signal::Silence,
+    )
+    .expect("B joins");
     s.wait_for_packets(&id, 50);
     let secs = 12;
     let listener = {
@@ -188,7 +179,7 @@ fn stage_latency_and_mixer_cost() {
         let (id, host) = s.live_space(&format!("cost {n}"));
         let speakers: Vec<_> = (0..n)
             .map(|i| {
-                let t = mint(&s, &id, &host, &format!("s{i}"));
+                let t = s.mint(&id, &host, "speaker", &format!("s{i}"));
                 let hz = 300.0 + 70.0 * i as f64;
                 whip::join(s.addr, &id, &t, Signal::Tone { hz, amplitude: 0.1 }).expect("joins")
             })

@@ -19,18 +19,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-fn live_decode(s: &Server, id: &str, seconds: u32) -> Decoded {
-    let child = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-t", &seconds.to_string(), "-i"])
-        .arg(s.url(&format!("/spaces/{id}/live.opus")))
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg");
-    finish_decode(child)
-}
-
 #[test]
 fn host_speakers_and_listener_in_chromium() {
     let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/e2e");
@@ -65,7 +53,7 @@ fn host_speakers_and_listener_in_chromium() {
         eprintln!("e2e event: {event}");
         if event["event"] == "on-air" && on_air.is_none() {
             let id = event["space"].as_str().expect("space id").to_string();
-            let heard = live_decode(&s, &id, 4);
+            let heard = s.listen_live(&id, 4);
             on_air = Some((id, heard));
         }
         events.push(event);

@@ -177,6 +177,35 @@ impl Server {
         .body
     }
 
+    /// A token for space `id` minted by its host through the API.
+    pub fn mint(&self, id: &str, host: &str, role: &str, identity: &str) -> String {
+        let r = request(
+            self.addr,
+            "POST",
+            &format!("/api/spaces/{id}/tokens"),
+            &[("Authorization", &format!("Bearer {host}"))],
+            Some(&format!(
+                r#"{{"role":"{role}","identity":"{identity}","ttl":"1h"}}"#
+            )),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().expect("token").to_string()
+    }
+
+    /// Real ffmpeg listening to `live.opus` for `seconds`, decoded.
+    pub fn listen_live(&self, id: &str, seconds: u32) -> Decoded {
+        require_tool("ffmpeg");
+        let child = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-t", &seconds.to_string(), "-i"])
+            .arg(self.url(&format!("/spaces/{id}/live.opus")))
+            .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg");
+        finish_decode(child)
+    }
+
     pub fn metrics(&self) -> String {
         request(self.addr, "GET", "/metrics", &[], None).text()
     }
