@@ -220,6 +220,17 @@ impl Stage {
         if self.pending().count() >= MAX_PENDING_REQUESTS {
             return Err(StageError::QueueFull);
         }
+        // answered requests are kept so their askers can learn the answer,
+        // but not forever
+        if self.requests.len() >= 2 * MAX_PENDING_REQUESTS {
+            if let Some(i) = self
+                .requests
+                .iter()
+                .position(|r| r.state != RequestState::Pending)
+            {
+                self.requests.remove(i);
+            }
+        }
         self.requests.push(Request {
             id: id.to_string(),
             name,
@@ -373,6 +384,18 @@ mod tests {
             s.request(&format!("r{i}"), "x", 0).unwrap();
         }
         assert_eq!(s.request("more", "x", 0), Err(StageError::QueueFull));
+        // answered requests are kept for their askers, up to a bound
+        for i in 0..MAX_PENDING_REQUESTS {
+            s.decline(&format!("r{i}")).unwrap();
+        }
+        for i in 0..MAX_PENDING_REQUESTS {
+            s.request(&format!("n{i}"), "x", 0).unwrap();
+            s.decline(&format!("n{i}")).unwrap();
+        }
+        s.request("last", "x", 0).unwrap();
+        assert!(s.requests.len() <= 2 * MAX_PENDING_REQUESTS);
+        assert_eq!(s.claim("last"), Err(StageError::Pending));
+        assert_eq!(s.claim("r0"), Err(StageError::UnknownRequest("r0".into())));
     }
 
     #[test]

@@ -284,6 +284,9 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
         Err(_) => return,
     };
     let mut peers: HashMap<u64, Peer> = HashMap::new();
+    // Sessions closed before their peer was added: the HTTP side answers
+    // and closes independently of this task's queue order.
+    let mut closed_early: Vec<u64> = Vec::new();
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -311,13 +314,25 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
                 let Some(command) = command else { return };
                 match command {
                     Command::Add { session, rtc, audio, sink } => {
+                        if let Some(i) = closed_early.iter().position(|s| *s == session) {
+                            // closed (replaced, removed, deleted) before it got here
+                            closed_early.swap_remove(i);
+                            sink(PeerEvent::Closed { session });
+                            continue;
+                        }
                         let mut peer = Peer { rtc: *rtc, audio, sink, timeout: now, added: now, connected: false };
                         peer.drive(session, &socket);
                         peers.insert(session, peer);
                     }
                     Command::Close { session } => {
-                        if let Some(p) = peers.get_mut(&session) {
-                            p.rtc.disconnect();
+                        match peers.get_mut(&session) {
+                            Some(p) => p.rtc.disconnect(),
+                            None => {
+                                if closed_early.len() >= 1024 {
+                                    closed_early.remove(0);
+                                }
+                                closed_early.push(session);
+                            }
                         }
                     }
                     Command::Send { session, rtp_ts, payload } => {

@@ -103,6 +103,7 @@ impl Shards {
             blocked_since: None,
             last_write: Instant::now(),
             stray: 0,
+            terminated: false,
         };
         let mut written = 0;
         let step = advance(
@@ -137,6 +138,8 @@ struct Listener {
     blocked_since: Option<Instant>,
     last_write: Instant,
     stray: usize,
+    /// The end of the body is queued: nothing more to read from the ring.
+    terminated: bool,
 }
 
 /// A client that sends more than this after its request is not a player.
@@ -280,39 +283,48 @@ fn advance(
     now: Instant,
     written_total: &mut u64,
 ) -> Step {
-    if l.cursor.is_none() {
-        let Some(headers) = space.headers() else {
-            return Step::Keep; // no audio yet
+    if !l.terminated {
+        // the header pages, fetched only for a listener that has not started
+        let headers = match l.cursor {
+            Some(_) => None,
+            None => space.headers(),
         };
-        if l.chunked {
-            l.pending
-                .push(Bytes::from(format!("{:x}\r\n", headers.len())));
-            l.pending.push(headers);
-            l.pending.push(Bytes::from_static(b"\r\n"));
-        } else {
-            l.pending.push(headers);
-        }
-        l.cursor = Some(
-            space
-                .ring
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .burst_start(burst),
-        );
-    }
-    let Some(cursor) = l.cursor.as_mut() else {
-        return Step::Keep;
-    };
-    let ended = {
         let ring = space.ring.read().unwrap_or_else(|e| e.into_inner());
-        if ring.read(cursor, &mut l.pending, l.chunked).is_err() {
-            return Step::Leave(Leave::Lagged);
+        let ended = match (l.cursor.as_mut(), headers) {
+            // no audio yet; a space that ends without any just ends the body
+            (None, None) if !ring.ended() => return Step::Keep,
+            (None, None) => true,
+            (cursor, headers) => {
+                let cursor = match (cursor, headers) {
+                    (Some(c), _) => c,
+                    (None, Some(headers)) => {
+                        if l.chunked {
+                            l.pending
+                                .push(Bytes::from(format!("{:x}\r\n", headers.len())));
+                            l.pending.push(headers);
+                            l.pending.push(Bytes::from_static(b"\r\n"));
+                        } else {
+                            l.pending.push(headers);
+                        }
+                        l.cursor.insert(ring.burst_start(burst))
+                    }
+                    (None, None) => return Step::Keep,
+                };
+                if ring.read(cursor, &mut l.pending, l.chunked).is_err() {
+                    return Step::Leave(Leave::Lagged);
+                }
+                ring.ended() && *cursor == ring.head()
+            }
+        };
+        drop(ring);
+        if ended {
+            l.terminated = true;
+            if l.chunked {
+                l.pending.push(Bytes::from_static(b"0\r\n\r\n"));
+            }
         }
-        ring.ended() && *cursor == ring.head()
-    };
-    if ended && l.chunked {
-        l.pending.push(Bytes::from_static(b"0\r\n\r\n"));
     }
+    let ended = l.terminated;
     match write_pending(&l.sock, &mut l.pending) {
         Ok(written) => {
             if written > 0 {

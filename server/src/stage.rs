@@ -102,12 +102,12 @@ impl StageHub {
         name: &str,
     ) -> Result<crate::rtc::PeerSink, StageOpenError> {
         let mut mixer = self.mixer.lock().unwrap_or_else(|e| e.into_inner());
+        if live.is_ending() {
+            return Err(StageOpenError::Ending);
+        }
         let tx = match mixer.as_ref() {
             Some(tx) => tx.clone(),
             None => {
-                if live.is_ending() {
-                    return Err(StageOpenError::Ending);
-                }
                 let mix = Mixer::new(PROGRAM_BITRATE)
                     .map_err(|e| StageOpenError::Mixer(e.to_string()))?;
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -286,13 +286,14 @@ impl MixLoop {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // no speaker can attach to this mixer from now on
+        *self.hub.mixer.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for (session, mut s) in self.speakers.drain() {
             self.rtc.close(session);
             if let Some(t) = s.track.take() {
                 t.finish();
             }
         }
-        *self.hub.mixer.lock().unwrap_or_else(|e| e.into_inner()) = None;
         tracing::info!(space = %self.hub.space, "stage mixer stopped");
     }
 
@@ -457,17 +458,15 @@ impl SpeakerTrack {
         if end <= self.granule {
             return; // late or repeated
         }
-        // a page holds at most 255 lacing values
+        // a page holds at most 255 lacing values; the newest packet always
+        // stays pending, so the last page (end of stream) is never empty
         let segments = |p: &[u8]| p.len() / 255 + 1;
         let used: usize = self.pending.iter().map(|p| segments(p)).sum();
-        if used + segments(payload) > 255 {
+        if self.pending.len() >= 50 || used + segments(payload) > 255 {
             self.write_page(0);
         }
         self.granule = end;
         self.pending.push(Bytes::copy_from_slice(payload));
-        if self.pending.len() >= 50 {
-            self.write_page(0);
-        }
     }
 
     fn write_page(&mut self, flags: u8) {
@@ -490,9 +489,18 @@ impl SpeakerTrack {
         }
     }
 
+    /// Writes the last page and makes the file durable on a thread of its
+    /// own: an fsync on the mixer thread would stall the program.
     fn finish(mut self) {
+        // no audio at all: a page on which no packet ends carries granule -1
+        if self.pending.is_empty() {
+            self.granule = u64::MAX;
+        }
         self.write_page(FLAG_EOS);
-        let _ = self.file.sync_all();
+        let file = self.file;
+        let _ = std::thread::Builder::new()
+            .name("speaker-track-sync".into())
+            .spawn(move || file.sync_all());
     }
 }
 

@@ -265,9 +265,19 @@ fn request_ticket_subject(rid: &str) -> String {
 async fn request_to_speak(
     State(app): Shared,
     Path(id): Path<String>,
+    axum::Extension(axum::extract::ConnectInfo(peer)): axum::Extension<
+        axum::extract::ConnectInfo<std::net::SocketAddr>,
+    >,
     headers: HeaderMap,
     body: Result<Json<SpeakRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
+    // anonymous, so the same per-IP rate as joining keeps one client from
+    // filling the host's queue
+    if let Err(r) = crate::admit::check_join_rate(&app, peer.ip()) {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let retry = r.retry_after.unwrap_or(1).to_string();
+        return Ok((status, [(header::RETRY_AFTER, retry)], Json(r.body)).into_response());
+    }
     let (entry, live) = live_entry(&app, &id)?;
     if entry.row.private {
         let claims = bearer(&app, &headers)?;

@@ -411,3 +411,36 @@ fn legacy_source_method_and_chunked_uploads_are_accepted() {
     let info = s.info(&id);
     assert_eq!(info["packets"], 100);
 }
+
+#[test]
+fn a_listener_waiting_for_audio_gets_a_clean_end_when_the_space_ends() {
+    let s = Server::start(&[]);
+    let (id, host) = s.live_space("Never on air");
+    let mut sock = TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || s.info(&id)
+        ["listeners"]
+        == 1));
+    assert_eq!(s.end_space(&id, &host).status, 200);
+    // the body ends (chunked terminator, then close) instead of hanging
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf)
+        .expect("the server closes the stream");
+    let res = parse_response(&buf).expect("response");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("transfer-encoding"), Some("chunked"));
+    assert!(
+        buf.ends_with(b"0\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(eventually(Duration::from_secs(5), || s.info(&id)
+        ["listeners"]
+        == 0));
+}
