@@ -58,6 +58,9 @@ pub struct StageHub {
     state: Mutex<Stage>,
     /// Bumped on every change pages should see at once.
     version: watch::Sender<u64>,
+    /// The last snapshot sent to pages: (version, when, JSON). Every page
+    /// of a space shares one rendering per change and per half second.
+    snapshot: Mutex<Option<(u64, Instant, Arc<str>)>>,
     mixer: Mutex<Option<Sender<MixInput>>>,
     tracks_dir: PathBuf,
 }
@@ -72,6 +75,7 @@ impl StageHub {
             space: space.to_string(),
             state: Mutex::new(Stage::default()),
             version: watch::channel(0).0,
+            snapshot: Mutex::new(None),
             mixer: Mutex::new(None),
             tracks_dir: tracks_dir(data, space),
         }
@@ -84,6 +88,21 @@ impl StageHub {
     /// Pages re-read the stage when this changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// The pages' snapshot, rendered by `render` only when the stage
+    /// changed or the cached one is older than half a second.
+    pub fn snapshot(&self, render: impl FnOnce() -> String) -> Arc<str> {
+        let version = *self.version.borrow();
+        let mut cache = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, at, json)) = cache.as_ref() {
+            if *v == version && at.elapsed() < Duration::from_millis(500) {
+                return json.clone();
+            }
+        }
+        let json: Arc<str> = render().into();
+        *cache = Some((version, Instant::now(), json.clone()));
+        json
     }
 
     pub fn changed(&self) {

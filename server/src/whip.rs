@@ -243,8 +243,13 @@ async fn events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
                 f.changes = Some(rx);
             }
         }
-        let data = stage_json(&f.app, &entry).to_string();
-        let event: Result<Event, Infallible> = Ok(Event::default().event("stage").data(data));
+        let data: Arc<str> = match &entry.live {
+            Some(live) => live
+                .stage
+                .snapshot(|| stage_json(&f.app, &entry).to_string()),
+            None => stage_json(&f.app, &entry).to_string().into(),
+        };
+        let event: Result<Event, Infallible> = Ok(Event::default().event("stage").data(&*data));
         Some((event, f))
     });
     Ok(Sse::new(stream)
