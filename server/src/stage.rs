@@ -428,10 +428,17 @@ impl MixLoop {
 
 /// A speaker's own microphone as received, unedited, as Ogg Opus: what
 /// they said before the mix. Pages of about one second.
+/// Files one identity may leave in a space's recording folder.
+const MAX_TRACKS_PER_SPEAKER: usize = 20;
+/// How far (48 kHz samples) a speaker's timestamps may run ahead of the
+/// wall clock since their first packet.
+const AHEAD_OF_REAL_TIME: u64 = 2 * 48_000;
+
 struct SpeakerTrack {
     file: File,
     serial: u32,
     sequence: u32,
+    started: Instant,
     first_ts: Option<u64>,
     granule: u64,
     pending: Vec<Bytes>,
@@ -442,8 +449,9 @@ impl SpeakerTrack {
     fn create(dir: &Path, identity: &str, name: &str) -> std::io::Result<SpeakerTrack> {
         std::fs::create_dir_all(dir)?;
         let stem = file_stem(identity);
-        // a speaker who comes back gets a second file, never an overwrite
-        let path = (1..)
+        // a speaker who comes back gets a second file, never an overwrite;
+        // a client that reconnects in a loop does not get a file each time
+        let path = (1..=MAX_TRACKS_PER_SPEAKER)
             .map(|n| {
                 if n == 1 {
                     dir.join(format!("{stem}.opus"))
@@ -452,7 +460,11 @@ impl SpeakerTrack {
                 }
             })
             .find(|p| !p.exists())
-            .unwrap_or_else(|| dir.join(format!("{stem}.opus")));
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "{identity:?} already has {MAX_TRACKS_PER_SPEAKER} tracks"
+                ))
+            })?;
         let mut file = File::create(&path)?;
         let serial = rand::random();
         file.write_all(&header_pages(serial, name, now_ms()))?;
@@ -460,6 +472,7 @@ impl SpeakerTrack {
             file,
             serial,
             sequence: 2,
+            started: Instant::now(),
             first_ts: None,
             granule: 0,
             pending: Vec::new(),
@@ -476,6 +489,13 @@ impl SpeakerTrack {
         let end = rtp_ts.saturating_sub(first) + u64::from(duration);
         if end <= self.granule {
             return; // late or repeated
+        }
+        // audio from the future: a sender faster than real time would
+        // otherwise fill the disk the program is recorded on (1% leaves
+        // room for a sound card's clock drifting from ours)
+        let elapsed = self.started.elapsed().as_millis() as u64 * 48;
+        if end > elapsed + elapsed / 100 + AHEAD_OF_REAL_TIME {
+            return;
         }
         // a page holds at most 255 lacing values; the newest packet always
         // stays pending, so the last page (end of stream) is never empty
