@@ -53,13 +53,6 @@ impl ListenRequest {
     }
 }
 
-/// An admitted listener whose response head has been sent.
-struct Ready {
-    sock: TcpStream,
-    admitted: Admitted,
-    chunked: bool,
-}
-
 /// Admits (or answers) a listener. An admitted listener is handed to the
 /// space's fan-out shards with only what streaming needs and `hold` (its
 /// connection's place in the budgets): admission's larger state is not
@@ -72,24 +65,13 @@ pub async fn serve<H: Send + 'static>(
     peer: SocketAddr,
     hold: H,
 ) {
-    let Some(Ready {
-        sock,
-        admitted,
-        chunked,
-    }) = admit(app, sock, req, id, peer).await
-    else {
+    let Some(joined) = admit(app, sock, req, id, peer).await else {
         return;
     };
-    let live = admitted.live.clone();
-    live.shards.get_or_init(|| Shards::spawn(app, &live)).add(
-        &live,
-        Joined {
-            sock,
-            admitted,
-            chunked,
-            hold: Box::new(hold),
-        },
-    );
+    let live = joined.admitted.live.clone();
+    live.shards
+        .get_or_init(|| Shards::spawn(app, &live))
+        .add(&live, joined, Box::new(hold));
 }
 
 async fn admit(
@@ -98,7 +80,7 @@ async fn admit(
     req: ListenRequest,
     id: &str,
     peer: SocketAddr,
-) -> Option<Ready> {
+) -> Option<Joined> {
     let Some(entry) = app.space(id) else {
         return refuse(
             &mut sock,
@@ -209,7 +191,7 @@ async fn admit(
     if sock.write_all(response.as_bytes()).await.is_err() || req.head_only {
         return None;
     }
-    Some(Ready {
+    Some(Joined {
         sock,
         admitted,
         chunked,

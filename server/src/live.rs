@@ -163,12 +163,10 @@ impl LiveSpace {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The stage mixer's output: the program, encoded once.
-    pub fn push_program(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
-        self.push(packets, now_ms, new_session)
-    }
-
-    fn push(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
+    /// Appends to the program track: a source's packets as they come, or
+    /// the stage mixer's output (encoded once). `new_session` re-anchors
+    /// the stream's epoch.
+    pub fn push(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
         if packets.is_empty() {
             return;
         }

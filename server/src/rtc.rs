@@ -287,6 +287,7 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
     // Sessions closed before their peer was added: the HTTP side answers
     // and closes independently of this task's queue order.
     let mut closed_early: Vec<u64> = Vec::new();
+    let mut by_addr: HashMap<SocketAddr, u64> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -303,12 +304,25 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
                     continue; // not STUN, DTLS or (S)RTP
                 };
                 let input = Input::Receive(Instant::now(), receive);
-                if let Some((&session, peer)) = peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) {
+                // a peer's address is learned once; after that no search
+                let known = by_addr
+                    .get(&source)
+                    .copied()
+                    .filter(|s| peers.get(s).is_some_and(|p| p.rtc.accepts(&input)));
+                let session = known.or_else(|| {
+                    let s = peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(s, _)| *s)?;
+                    by_addr.insert(source, s);
+                    Some(s)
+                });
+                if let Some(peer) = session.and_then(|s| peers.get_mut(&s).map(|p| (s, p))) {
+                    let (session, peer) = peer;
                     if peer.rtc.handle_input(input).is_err() {
                         peer.rtc.disconnect();
                     }
                     peer.drive(session, &socket);
                 }
+                // dead peers are swept on the next timeout or command
+                continue;
             }
             command = commands.recv() => {
                 let Some(command) = command else { return };
@@ -354,6 +368,7 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
             }
         }
         let now = Instant::now();
+        by_addr.retain(|_, s| peers.contains_key(s));
         peers.retain(|&session, p| {
             let stale = !p.connected && now.duration_since(p.added) > CONNECT_DEADLINE;
             if stale {

@@ -58,8 +58,6 @@ pub struct Joined {
     pub sock: tokio::net::TcpStream,
     pub admitted: Admitted,
     pub chunked: bool,
-    /// The connection's place in the node's budgets, held until it closes.
-    pub hold: Box<dyn Send>,
 }
 
 pub struct Shards {
@@ -91,12 +89,14 @@ impl Shards {
     /// Sends the new listener its headers and burst from the caller's task
     /// (time to first audio does not wait for a busy shard), then hands it
     /// to a shard for every flush after.
-    pub fn add(&self, space: &LiveSpace, j: Joined) {
+    /// `hold` is the connection's place in the node's budgets, kept until
+    /// the listener leaves.
+    pub fn add(&self, space: &LiveSpace, j: Joined, hold: Box<dyn Send>) {
         let Ok(sock) = j.sock.into_std() else { return };
         let mut l = Listener {
             sock,
             admitted: j.admitted,
-            _hold: j.hold,
+            _hold: hold,
             chunked: j.chunked,
             cursor: None,
             pending: Vec::new(),

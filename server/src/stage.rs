@@ -319,7 +319,7 @@ impl MixLoop {
     fn tick(&mut self, ticks: u64) {
         let now = now_ms();
         let out = self.mix.tick(now);
-        self.live.push_program(
+        self.live.push(
             &[SourcePacket {
                 data: out.program,
                 duration: FRAME_SAMPLES as u32,

@@ -100,10 +100,7 @@ fn two_speakers_are_mixed_once_and_each_hears_only_the_other() {
     // leaving with DELETE frees the stage at once
     let r = s.end_space(&id, &host);
     assert_eq!(r.status, 200, "{}", r.text());
-    let replay = s.replay(&id);
-    let path = s.data.join("replay-check.opus");
-    std::fs::write(&path, &replay).unwrap();
-    let decoded = finish_decode(ffmpeg_decode(path.to_str().unwrap()));
+    let decoded = s.decode_replay(&id);
     assert!(
         decoded.success && decoded.errors.is_empty(),
         "{}",
@@ -115,15 +112,7 @@ fn two_speakers_are_mixed_once_and_each_hears_only_the_other() {
     );
 
     // and each speaker's own track is kept, unmixed
-    let tracks = request(
-        s.addr,
-        "GET",
-        &format!("/api/spaces/{id}/tracks"),
-        &[],
-        None,
-    )
-    .json();
-    let tracks = tracks["tracks"].as_array().unwrap().clone();
+    let tracks = s.tracks(&id);
     assert_eq!(tracks.len(), 2, "{tracks:?}");
     for (t, own, other) in [(&tracks[0], 440.0, 1000.0), (&tracks[1], 1000.0, 440.0)] {
         let url = t["url"].as_str().unwrap();
@@ -385,21 +374,9 @@ fn a_listener_asks_to_speak_and_the_host_moderates() {
 
     // after the end, Linus's own track is listed under his name
     assert_eq!(s.end_space(&id, &host).status, 200);
-    let tracks = request(
-        s.addr,
-        "GET",
-        &format!("/api/spaces/{id}/tracks"),
-        &[],
-        None,
-    )
-    .json();
-    let names: Vec<&str> = tracks["tracks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .collect();
-    assert!(names.contains(&"Linus"), "{tracks}");
+    let tracks = s.tracks(&id);
+    let names: Vec<&str> = tracks.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"Linus"), "{tracks:?}");
 }
 
 #[test]

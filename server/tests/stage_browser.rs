@@ -84,9 +84,7 @@ fn host_speakers_and_listener_in_chromium() {
 
     let info = s.info(&id);
     assert_eq!(info["state"], "ended", "{info}");
-    let path = s.data.join("stage-replay.opus");
-    std::fs::write(&path, s.replay(&id)).unwrap();
-    let replay = finish_decode(ffmpeg_decode(path.to_str().unwrap()));
+    let replay = s.decode_replay(&id);
     assert!(
         replay.success && replay.errors.is_empty(),
         "{}",
@@ -100,17 +98,10 @@ fn host_speakers_and_listener_in_chromium() {
         r440 > 0.1 && r1000 > 0.1,
         "replay: 440 Hz {r440:.3}, 1 kHz {r1000:.3}"
     );
-    let tracks = request(
-        s.addr,
-        "GET",
-        &format!("/api/spaces/{id}/tracks"),
-        &[],
-        None,
-    )
-    .json();
+    let tracks = s.tracks(&id);
     assert!(
-        tracks["tracks"].as_array().map_or(0, |t| t.len()) >= 3,
-        "host, Ada and Grace each have a track: {tracks}"
+        tracks.len() >= 3,
+        "host, Ada and Grace each have a track: {tracks:?}"
     );
 
     for shot in [

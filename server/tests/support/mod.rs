@@ -192,6 +192,26 @@ impl Server {
         r.json()["token"].as_str().expect("token").to_string()
     }
 
+    /// `GET /api/spaces/{id}/tracks`: each speaker's recorded track.
+    pub fn tracks(&self, id: &str) -> Vec<Value> {
+        let r = request(
+            self.addr,
+            "GET",
+            &format!("/api/spaces/{id}/tracks"),
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["tracks"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Real ffmpeg decoding the space's replay, served over HTTP.
+    pub fn decode_replay(&self, id: &str) -> Decoded {
+        finish_decode(ffmpeg_decode(
+            &self.url(&format!("/spaces/{id}/replay.opus")),
+        ))
+    }
+
     /// Real ffmpeg listening to `live.opus` for `seconds`, decoded.
     pub fn listen_live(&self, id: &str, seconds: u32) -> Decoded {
         require_tool("ffmpeg");
