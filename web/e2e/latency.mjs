@@ -77,7 +77,7 @@
 // stdout: human-readable lines, then one JSON line. Progress on stderr.
 // Exit 0 with a measurement, 1 on failure, 2 on bad usage. Bounded: 85 s
 // (more with a longer --seconds). LATENCY_DUMP=FILE writes the raw data.
-import { chromium } from "playwright-core";
+import { launchWithMic, writeWav } from "./chromium.mjs";
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir, loadavg, cpus } from "node:os";
 import { join } from "node:path";
@@ -114,42 +114,25 @@ const busy = () => {
   return { load1: Math.round(loadavg()[0] * 100) / 100, cpu_pressure_pct: psi };
 };
 
-/** 48 kHz mono 16-bit WAV, `periods` x PERIOD_MS long (so Chrome's loop is seamless). */
-function writeWav(path, periods, clicks) {
-  const rate = 48000, per = (rate * PERIOD_MS) / 1000, n = per * periods;
-  const buf = Buffer.alloc(44 + n * 2);
-  buf.write("RIFF", 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write("WAVE", 8);
-  buf.write("fmt ", 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write("data", 36); buf.writeUInt32LE(n * 2, 40);
+/** A WAV `periods` x PERIOD_MS long (so Chrome's loop is seamless), with clicks or silent. */
+function writeClicks(path, periods, clicks) {
+  const rate = 48000, per = (rate * PERIOD_MS) / 1000;
+  const samples = new Float32Array(per * periods);
   if (clicks) {
     const start = (rate * FIRST_CLICK_MS) / 1000;
     for (let p = 0; p < periods; p++) {
       const len = (rate * CLICK_LENS[p % CLICK_LENS.length]) / 1000;
       for (let i = 0; i < len; i++) {
-        const v = Math.round(CLICK_AMP * 32767 * Math.sin((2 * Math.PI * CLICK_HZ * i) / rate));
-        buf.writeInt16LE(v, 44 + (p * per + start + i) * 2);
+        samples[p * per + start + i] = CLICK_AMP * Math.sin((2 * Math.PI * CLICK_HZ * i) / rate);
       }
     }
   }
-  writeFileSync(path, buf);
+  writeWav(path, samples);
 }
 
 const browsers = [];
 async function launch(wav) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    timeout: 20_000,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-      "--no-first-run", "--disable-component-update", "--disable-sync",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      `--use-file-for-fake-audio-capture=${wav}`,
-      "--allow-loopback-in-peer-connection",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launchWithMic(wav);
   browsers.push(browser);
   return browser;
 }
@@ -398,8 +381,8 @@ function statsDelta(s0, s1, type, filter = () => true) {
 async function main() {
   tmp = mkdtempSync(join(tmpdir(), "tribune-latency-"));
   const wavA = join(tmp, "clicks.wav"), wavB = join(tmp, "silence.wav");
-  writeWav(wavA, 88, true); // 63 s, longer than any run; a whole number of length cycles
-  writeWav(wavB, 1, false);
+  writeClicks(wavA, 88, true); // 63 s, longer than any run; a whole number of length cycles
+  writeClicks(wavB, 1, false);
 
   const busy0 = busy();
   log("launching two Chromium processes");

@@ -14,8 +14,8 @@
 //   {"event":"done",...} (exit 0) or {"event":"error","message":...} (exit 1)
 // Progress goes to stderr. Screenshots (390x844) land in ARTIFACT_DIR.
 // The ids and data-* attributes used here are listed in README.md.
-import { chromium } from "playwright-core";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { launchWithMic, writeWav } from "./chromium.mjs";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -34,19 +34,11 @@ const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const log = (...a) => process.stderr.write(`[${((Date.now() - T0) / 1000).toFixed(1)}s] ${a.join(" ")}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** 48 kHz mono 16-bit PCM WAV: a sine tone (freq 0 = silence). */
-function writeWav(path, seconds, freq, amplitude) {
-  const rate = 48000, n = rate * seconds;
-  const buf = Buffer.alloc(44 + n * 2);
-  buf.write("RIFF", 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write("WAVE", 8);
-  buf.write("fmt ", 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write("data", 36); buf.writeUInt32LE(n * 2, 40);
-  for (let i = 0; i < n; i++) {
-    const v = freq ? Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * freq * i) / rate)) : 0;
-    buf.writeInt16LE(v, 44 + i * 2);
-  }
-  writeFileSync(path, buf);
+/** A sine tone WAV (freq 0 = silence). */
+function writeTone(path, seconds, freq, amplitude) {
+  const rate = 48000, samples = new Float32Array(rate * seconds);
+  if (freq) for (let i = 0; i < samples.length; i++) samples[i] = amplitude * Math.sin((2 * Math.PI * freq * i) / rate);
+  writeWav(path, samples);
 }
 
 const browsers = [];
@@ -57,19 +49,7 @@ const at = (name) => { step = name; log("step:", name); };
 
 /** One Chromium process per fake microphone file (the file is per process). */
 async function launch(name, wav) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    timeout: 20_000,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-      "--no-first-run", "--disable-component-update", "--disable-sync",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      `--use-file-for-fake-audio-capture=${wav}`,
-      "--allow-loopback-in-peer-connection",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launchWithMic(wav);
   browsers.push(browser);
   return browser;
 }
@@ -111,9 +91,9 @@ async function main() {
   mkdirSync(artifacts, { recursive: true });
   const tmp = mkdtempSync(join(tmpdir(), "tribune-stage-"));
   const wav = { silent: join(tmp, "silent.wav"), a440: join(tmp, "tone-440.wav"), a1000: join(tmp, "tone-1000.wav") };
-  writeWav(wav.silent, 20, 0, 0);
-  writeWav(wav.a440, 20, 440, 0.5);
-  writeWav(wav.a1000, 20, 1000, 0.5);
+  writeTone(wav.silent, 20, 0, 0);
+  writeTone(wav.a440, 20, 440, 0.5);
+  writeTone(wav.a1000, 20, 1000, 0.5);
 
   // Launch the three processes at once: the host's (also used by the listener).
   at("launch");
