@@ -77,10 +77,21 @@ function statusWords(status) {
 
 const sentence = (s) => { s = String(s || "").trim(); return s ? s[0].toUpperCase() + s.slice(1) + (/[.!?…]$/.test(s) ? "" : ".") : s; };
 
+/* A private space is read with a token of the space (the listener link's,
+   or the host's): every API read, event stream and recording URL carries it. */
+let readToken = "";
+const setReadToken = (t) => { readToken = t || ""; };
+/** `url` with the read token as `?token=` (for <audio src>, EventSource, links). */
+function withToken(url) {
+  if (!readToken || !url) return url;
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(readToken);
+}
+
 /** JSON API call; errors become ApiError with the server's words. */
 async function api(method, path, body, tok) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (tok === undefined && readToken) tok = readToken;
   if (tok) headers.Authorization = "Bearer " + tok;
   let res;
   try {
@@ -185,7 +196,10 @@ function normalize(d) {
   const st = d.stage || null;
   return {
     space: d.space,
-    stage: { members: (st && st.members) || [], requests: (st && st.requests) || [], max_speakers: (st && st.max_speakers) || 13 },
+    stage: {
+      members: (st && st.members) || [], requests: (st && st.requests) || [], max_speakers: (st && st.max_speakers) || 13,
+      pending_requests: (st && st.pending_requests) || 0, requests_open: !st || st.requests_open !== false,
+    },
     partial: !st,
   };
 }
@@ -210,7 +224,7 @@ function watchSpace(id, onSnapshot) {
   };
   const openSse = () => {
     if (closed || !window.EventSource) { startPolling(); return; }
-    const src = new EventSource(`/api/spaces/${encodeURIComponent(id)}/events`);
+    const src = new EventSource(withToken(`/api/spaces/${encodeURIComponent(id)}/events`));
     es = src;
     src.addEventListener("stage", (e) => {
       let snap; try { snap = normalize(JSON.parse(e.data)); } catch { return; }
@@ -758,7 +772,7 @@ async function homePage() {
   const lists = $("#lists");
   const load = async () => {
     let spaces;
-    try { spaces = (await api("GET", "/api/spaces")).spaces || []; conn.set("home", false); } catch (e) {
+    try { spaces = (await api("GET", "/api/spaces", undefined, adminToken() || undefined)).spaces || []; conn.set("home", false); } catch (e) {
       conn.set("home", e.status === 0);
       if (!lists.querySelector(".space-list")) lists.innerHTML = `<p class="error">${esc(e.message)}</p>`;
       return;
@@ -797,6 +811,7 @@ async function listenerPage(id) {
   // Private spaces: the listener link carries #token=LISTENER_TOKEN.
   let listenToken = frag.get("token");
   if (listenToken) { store.put("tribune.listeners", id, listenToken); stripFragment(); } else listenToken = store.map("tribune.listeners")[id] || "";
+  setReadToken(listenToken || store.map("tribune.hosts")[id] || "");
 
   let snap;
   try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
@@ -951,9 +966,9 @@ async function listenerPage(id) {
     } else if (next === "ended") {
       if (speaking) { speaking.destroy(); speaking = null; }
       if (watcher) { watcher.close(); watcher = null; } // nothing changes after the end
-      area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(space.urls.replay)}"></audio>
+      area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(withToken(space.urls.replay))}"></audio>
         <p class="muted">This space has ended; this is the full, unedited recording${space.duration_ms ? ` (${fmtDuration(space.duration_ms)})` : ""}.
-        <a href="${esc(space.urls.replay)}" download>Download</a></p>`;
+        <a href="${esc(withToken(space.urls.replay))}" download>Download</a></p>`;
       loadTracks();
     }
   }
@@ -971,8 +986,8 @@ async function listenerPage(id) {
     list.innerHTML = tracks.length ? tracks.map((t) => `
       <li class="track" data-identity="${esc(t.identity)}">
         <div class="track-head"><strong>${esc(t.name || t.identity)}</strong>
-          <span class="muted small">${t.bytes ? fmtBytes(t.bytes) + " · " : ""}<a href="${esc(t.url)}" download>Download</a></span></div>
-        <audio controls preload="none" src="${esc(t.url)}"></audio>
+          <span class="muted small">${t.bytes ? fmtBytes(t.bytes) + " · " : ""}<a href="${esc(withToken(t.url))}" download>Download</a></span></div>
+        <audio controls preload="none" src="${esc(withToken(t.url))}"></audio>
       </li>`).join("") : `<li class="empty">No separate speaker tracks were recorded in this space.</li>`;
   }
 
@@ -1112,6 +1127,7 @@ async function hostPage(id) {
   if (!tok) return askForToken(id, "host");
   const me = claims(tok) || {};
   if (me.space && me.space !== id) return askForToken(id, "host", "The saved host token is for another space.");
+  setReadToken(tok);
 
   let snap;
   try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
@@ -1136,7 +1152,12 @@ async function hostPage(id) {
         <section class="card" id="requests-card">
           <div class="card-head"><h2>Requests to speak</h2><span class="badge count" id="requests-count" hidden></span></div>
           <ul class="list" id="requests"></ul>
+          <p class="muted small" id="requests-more" hidden></p>
           <p class="empty" id="requests-empty">No requests right now. Listeners ask from the listener page.</p>
+          <div class="row" id="queue-actions" style="margin-top:8px">
+            <button id="queue-toggle" type="button" class="secondary small">Pause requests</button>
+            <button id="queue-clear" type="button" class="ghost small" hidden>Decline all</button>
+          </div>
           <p id="requests-msg" class="error" hidden></p>
         </section>
       </div>
@@ -1257,6 +1278,24 @@ async function hostPage(id) {
     if (ok) { li.dataset.handled = b.dataset.action; $(".sub", li).textContent = b.dataset.action === "approve" ? "approved · joining…" : "declined"; }
     else b.disabled = false;
   };
+  let queueOpen = true;
+  $("#queue-toggle").onclick = async () => {
+    const b = $("#queue-toggle");
+    b.disabled = true;
+    await act(`/api/spaces/${id}/stage/queue`, { open: !queueOpen }, $("#requests-msg"));
+    b.disabled = false;
+  };
+  $("#queue-clear").onclick = async () => {
+    const b = $("#queue-clear");
+    b.disabled = true;
+    say($("#requests-msg"), "");
+    try {
+      const r = await api("DELETE", `/api/spaces/${id}/stage/queue`, undefined, tok);
+      toast(`Declined ${plural(r.declined, "request")}`);
+      if (watcher) watcher.refresh();
+    } catch (e) { say($("#requests-msg"), e.message); }
+    b.disabled = false;
+  };
   $("#stage-members").onclick = async (e) => {
     const b = e.target.closest("button[data-action]"), li = b && b.closest("li");
     if (!li) return;
@@ -1282,7 +1321,15 @@ async function hostPage(id) {
       });
     $("#requests-empty").hidden = reqs.length > 0;
     const count = $("#requests-count");
-    count.hidden = !reqs.length; count.textContent = reqs.length;
+    const total = Math.max(reqs.length, stage.pending_requests || 0);
+    count.hidden = !total; count.textContent = total;
+    const more = $("#requests-more");
+    more.hidden = total <= reqs.length;
+    more.textContent = `…and ${plural(total - reqs.length, "more request")} waiting (oldest shown first).`;
+    $("#queue-clear").hidden = !total;
+    queueOpen = stage.requests_open !== false;
+    $("#queue-toggle").textContent = queueOpen ? "Pause requests" : "Take requests again";
+    $("#requests-empty").textContent = queueOpen ? "No requests right now. Listeners ask from the listener page." : "Requests to speak are paused: listeners can't ask right now.";
   }
   function renderMembers(members, max) {
     const list = $("#stage-members");
@@ -1367,6 +1414,7 @@ async function speakerPage(id) {
   if (!c) return askForToken(id, "speaker", "This invite link is damaged. Ask the host to send it again.");
   if (c.space && c.space !== id) return askForToken(id, "speaker", "This invite is for another space.");
   if (c.exp && c.exp * 1000 < Date.now()) return askForToken(id, "speaker", `This invite expired ${fmtRelative(c.exp * 1000)}. Ask the host for a new link.`);
+  setReadToken(tok);
 
   let snap;
   try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }

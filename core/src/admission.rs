@@ -46,6 +46,30 @@ pub struct DoorConfig {
     pub joins_per_ip_per_sec: u32,
     /// Joins one IP may make at once before the rate applies.
     pub join_burst: u32,
+    /// Connections one IP may reach when its listeners hold passes (a
+    /// crowd behind one address: a carrier-grade NAT, an office); 0 lets
+    /// passes raise nothing.
+    pub per_ip_connections_with_passes: u32,
+    /// The same for a /24 (/64).
+    pub per_subnet_connections_with_passes: u32,
+}
+
+/// Connections one admitted page may hold: its stream, its live events
+/// and one kept-alive API connection.
+pub const CONNECTIONS_PER_PASS: u32 = 3;
+
+/// Passes handed to one IP: those not used yet (their expiry, oldest
+/// first) and those held by an open stream.
+#[derive(Debug, Default)]
+struct Passes {
+    unused: VecDeque<u64>,
+    held: u32,
+}
+
+impl Passes {
+    fn count(&self) -> u32 {
+        self.unused.len() as u32 + self.held
+    }
 }
 
 /// The network a client IP belongs to for subnet limits.
@@ -84,6 +108,8 @@ pub struct Door {
     cfg: DoorConfig,
     per_ip: HashMap<IpAddr, u32>,
     per_subnet: HashMap<Subnet, u32>,
+    passes: HashMap<IpAddr, Passes>,
+    subnet_passes: HashMap<Subnet, u32>,
     joins: Option<(JoinLimiter, FakeRelativeClock)>,
     clock_ms: u64,
 }
@@ -103,21 +129,37 @@ impl Door {
             cfg,
             per_ip: HashMap::new(),
             per_subnet: HashMap::new(),
+            passes: HashMap::new(),
+            subnet_passes: HashMap::new(),
             joins,
             clock_ms: 0,
         }
     }
 
-    /// A connection from `ip` opens. On success the caller must call
-    /// [`Door::close`] when it ends.
-    pub fn open(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+    /// A connection from `ip` opens at `now_ms`. On success the caller
+    /// must call [`Door::close`] when it ends. Passes held by the address
+    /// raise its caps (see [`Door::grant`]).
+    pub fn open(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), Refusal> {
+        self.expire_passes(ip, now_ms);
+        let net = subnet_of(ip);
         let ip_count = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if self.cfg.per_ip_connections > 0 && ip_count >= self.cfg.per_ip_connections {
+        let ip_passes = self.passes.get(&ip).map_or(0, Passes::count);
+        let ip_cap = raised(
+            self.cfg.per_ip_connections,
+            ip_passes,
+            self.cfg.per_ip_connections_with_passes,
+        );
+        if ip_cap.is_some_and(|cap| ip_count >= cap) {
             return Err(Refusal::IpConnections);
         }
-        let net = subnet_of(ip);
         let net_count = self.per_subnet.get(&net).copied().unwrap_or(0);
-        if self.cfg.per_subnet_connections > 0 && net_count >= self.cfg.per_subnet_connections {
+        let net_passes = self.subnet_passes.get(&net).copied().unwrap_or(0);
+        let net_cap = raised(
+            self.cfg.per_subnet_connections,
+            net_passes,
+            self.cfg.per_subnet_connections_with_passes,
+        );
+        if net_cap.is_some_and(|cap| net_count >= cap) {
             return Err(Refusal::SubnetConnections);
         }
         self.per_ip.insert(ip, ip_count + 1);
@@ -126,16 +168,90 @@ impl Door {
     }
 
     pub fn close(&mut self, ip: IpAddr) {
-        fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, k: K) {
-            if let Some(n) = map.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&k);
-                }
-            }
-        }
         dec(&mut self.per_ip, ip);
         dec(&mut self.per_subnet, subnet_of(ip));
+    }
+
+    /// A pass was handed to a page at `ip` (it was admitted, or released
+    /// from the waiting room): until `expires_ms`, or while the stream
+    /// that presents it stays open, the address may hold
+    /// [`CONNECTIONS_PER_PASS`] more connections, within the `with_passes`
+    /// caps. This is what tells a crowd behind one address from a flood
+    /// from one: each page was admitted, one join at a time.
+    pub fn grant(&mut self, ip: IpAddr, now_ms: u64, expires_ms: u64) {
+        self.expire_passes(ip, now_ms);
+        let max_passes = |cap: u32, base: u32| cap.saturating_sub(base) / CONNECTIONS_PER_PASS;
+        let ip_max = max_passes(
+            self.cfg.per_ip_connections_with_passes,
+            self.cfg.per_ip_connections,
+        );
+        let net = subnet_of(ip);
+        let net_max = max_passes(
+            self.cfg.per_subnet_connections_with_passes,
+            self.cfg.per_subnet_connections,
+        );
+        let passes = self.passes.entry(ip).or_default();
+        let net_passes = self.subnet_passes.get(&net).copied().unwrap_or(0);
+        if passes.count() >= ip_max || net_passes >= net_max {
+            if passes.count() == 0 {
+                self.passes.remove(&ip);
+            }
+            return;
+        }
+        passes.unused.push_back(expires_ms);
+        *self.subnet_passes.entry(net).or_default() += 1;
+    }
+
+    /// A stream from `ip` presented its pass: the raised allowance lasts
+    /// until [`Door::release_pass`]. False when `ip` holds no unused pass
+    /// (it expired, or was handed to another address).
+    pub fn hold_pass(&mut self, ip: IpAddr, now_ms: u64) -> bool {
+        self.expire_passes(ip, now_ms);
+        let Some(p) = self.passes.get_mut(&ip) else {
+            return false;
+        };
+        if p.unused.pop_front().is_none() {
+            return false;
+        }
+        p.held += 1;
+        true
+    }
+
+    /// The stream holding a pass from `ip` closed.
+    pub fn release_pass(&mut self, ip: IpAddr) {
+        let Some(p) = self.passes.get_mut(&ip) else {
+            return;
+        };
+        if p.held == 0 {
+            return;
+        }
+        p.held -= 1;
+        if p.count() == 0 {
+            self.passes.remove(&ip);
+        }
+        dec(&mut self.subnet_passes, subnet_of(ip));
+    }
+
+    /// Passes `ip` holds (unused and held).
+    pub fn passes(&self, ip: IpAddr) -> u32 {
+        self.passes.get(&ip).map_or(0, Passes::count)
+    }
+
+    fn expire_passes(&mut self, ip: IpAddr, now_ms: u64) {
+        let Some(p) = self.passes.get_mut(&ip) else {
+            return;
+        };
+        let mut gone = 0;
+        while p.unused.front().is_some_and(|&exp| exp <= now_ms) {
+            p.unused.pop_front();
+            gone += 1;
+        }
+        if p.count() == 0 {
+            self.passes.remove(&ip);
+        }
+        for _ in 0..gone {
+            dec(&mut self.subnet_passes, subnet_of(ip));
+        }
     }
 
     pub fn open_connections(&self, ip: IpAddr) -> u32 {
@@ -159,12 +275,41 @@ impl Door {
         })
     }
 
-    /// Forgets rate state of IPs that have been quiet (bounds memory).
-    pub fn forget_idle(&mut self) {
+    /// Forgets rate state of IPs that have been quiet, and passes that
+    /// expired unused (bounds memory).
+    pub fn forget_idle(&mut self, now_ms: u64) {
         if let Some((limiter, _)) = &self.joins {
             limiter.retain_recent();
         }
+        let stale: Vec<IpAddr> = self
+            .passes
+            .iter()
+            .filter(|(_, p)| p.unused.front().is_some_and(|&exp| exp <= now_ms))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in stale {
+            self.expire_passes(ip, now_ms);
+        }
     }
+}
+
+fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, k: K) {
+    if let Some(n) = map.get_mut(&k) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&k);
+        }
+    }
+}
+
+/// A connection cap raised by the passes an address holds, within
+/// `with_passes`. `None`: no cap (0 configured).
+fn raised(base: u32, passes: u32, with_passes: u32) -> Option<u32> {
+    if base == 0 {
+        return None;
+    }
+    let raised = base.saturating_add(passes.saturating_mul(CONNECTIONS_PER_PASS));
+    Some(raised.min(with_passes.max(base)))
 }
 
 /// A place in the waiting room, as carried (signed) by the client.
@@ -428,16 +573,25 @@ mod tests {
             per_subnet_connections: 3,
             joins_per_ip_per_sec: 0,
             join_burst: 0,
+            per_ip_connections_with_passes: 0,
+            per_subnet_connections_with_passes: 0,
         });
-        assert_eq!(door.open(ip("10.0.0.1")), Ok(()));
-        assert_eq!(door.open(ip("10.0.0.1")), Ok(()));
-        assert_eq!(door.open(ip("10.0.0.1")), Err(Refusal::IpConnections));
-        assert_eq!(door.open(ip("10.0.0.2")), Ok(()));
-        assert_eq!(door.open(ip("10.0.0.3")), Err(Refusal::SubnetConnections));
-        assert_eq!(door.open(ip("10.0.1.3")), Ok(()), "another /24");
+        assert_eq!(door.open(ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(door.open(ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(door.open(ip("10.0.0.1"), 0), Err(Refusal::IpConnections));
+        assert_eq!(door.open(ip("10.0.0.2"), 0), Ok(()));
+        assert_eq!(
+            door.open(ip("10.0.0.3"), 0),
+            Err(Refusal::SubnetConnections)
+        );
+        assert_eq!(door.open(ip("10.0.1.3"), 0), Ok(()), "another /24");
         door.close(ip("10.0.0.1"));
-        assert_eq!(door.open(ip("10.0.0.3")), Ok(()));
+        assert_eq!(door.open(ip("10.0.0.3"), 0), Ok(()));
         assert_eq!(door.open_connections(ip("10.0.0.1")), 1);
+        // with no room configured for passes, a pass raises nothing
+        assert_eq!(door.open(ip("10.0.1.3"), 0), Ok(()));
+        door.grant(ip("10.0.1.3"), 0, 1_000);
+        assert_eq!(door.open(ip("10.0.1.3"), 0), Err(Refusal::IpConnections));
         // IPv6 by /64, and v4-mapped addresses count as their IPv4
         assert_eq!(
             subnet_of(ip("2001:db8::1")),
@@ -457,6 +611,8 @@ mod tests {
             per_subnet_connections: 0,
             joins_per_ip_per_sec: 2,
             join_burst: 3,
+            per_ip_connections_with_passes: 0,
+            per_subnet_connections_with_passes: 0,
         });
         let a = ip("192.0.2.1");
         for _ in 0..3 {
@@ -473,6 +629,77 @@ mod tests {
         );
         assert_eq!(door.join(a, 1500), Ok(()), "one more after 500 ms at 2/s");
         assert!(door.join(a, 1500).is_err());
+    }
+
+    fn pass_door() -> Door {
+        Door::new(DoorConfig {
+            per_ip_connections: 4,
+            per_subnet_connections: 8,
+            joins_per_ip_per_sec: 0,
+            join_burst: 0,
+            per_ip_connections_with_passes: 4 + 30,
+            per_subnet_connections_with_passes: 8 + 45,
+        })
+    }
+
+    #[test]
+    fn passes_raise_an_address_cap_within_bounds() {
+        let mut door = pass_door();
+        let nat = ip("100.64.0.1");
+        for _ in 0..4 {
+            door.open(nat, 0).unwrap();
+        }
+        assert_eq!(door.open(nat, 0), Err(Refusal::IpConnections));
+        // two pages behind the address were admitted: room for their streams,
+        // events and API calls
+        door.grant(nat, 0, 15_000);
+        door.grant(nat, 0, 15_000);
+        for _ in 0..2 * CONNECTIONS_PER_PASS {
+            door.open(nat, 100).unwrap();
+        }
+        assert_eq!(door.open(nat, 100), Err(Refusal::IpConnections));
+        // a stream presents a pass: it holds it while open, past the expiry
+        assert!(door.hold_pass(nat, 200));
+        assert_eq!(door.open(nat, 20_000), Err(Refusal::IpConnections));
+        for _ in 0..4 {
+            door.close(nat);
+        }
+        assert_eq!(
+            door.open(nat, 20_000),
+            Ok(()),
+            "the held pass keeps its room"
+        );
+        assert_eq!(door.passes(nat), 1, "the unused one expired");
+        door.release_pass(nat);
+        assert_eq!(door.passes(nat), 0);
+        assert!(!door.hold_pass(nat, 20_000), "no pass left to hold");
+    }
+
+    #[test]
+    fn passes_per_address_and_network_are_bounded() {
+        let mut door = pass_door();
+        let nat = ip("100.64.0.1");
+        for _ in 0..100 {
+            door.grant(nat, 0, 15_000);
+        }
+        assert_eq!(door.passes(nat), 10, "30 more connections, 3 per pass");
+        let mut opened = 0;
+        while door.open(nat, 0).is_ok() {
+            opened += 1;
+        }
+        assert_eq!(opened, 34);
+        // the network as a whole: 45 more, so 5 more passes for a neighbour
+        let neighbour = ip("100.64.0.2");
+        for _ in 0..100 {
+            door.grant(neighbour, 0, 15_000);
+        }
+        assert_eq!(door.passes(neighbour), 5);
+        // expired passes are forgotten
+        door.forget_idle(15_000);
+        assert_eq!(door.passes(nat), 0);
+        assert_eq!(door.passes(neighbour), 0);
+        door.grant(neighbour, 15_000, 30_000);
+        assert_eq!(door.passes(neighbour), 1);
     }
 
     fn room(capacity: usize, rate: f64) -> WaitingRoom {

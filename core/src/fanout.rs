@@ -35,6 +35,10 @@ pub struct ChunkRing {
     chunks: VecDeque<Chunk>,
     first: u64,
     max_chunks: usize,
+    /// Bytes the ring may hold: memory per space is bounded whatever the
+    /// bitrate or the size of a flush.
+    max_bytes: usize,
+    bytes: usize,
     staged: Vec<Bytes>,
     staged_samples: u64,
     staged_last: bool,
@@ -42,10 +46,18 @@ pub struct ChunkRing {
 
 impl ChunkRing {
     pub fn new(max_chunks: usize) -> Self {
+        Self::bounded(max_chunks, usize::MAX)
+    }
+
+    /// A ring of at most `max_chunks` chunks and `max_bytes` bytes (the
+    /// newest chunk is always kept).
+    pub fn bounded(max_chunks: usize, max_bytes: usize) -> Self {
         ChunkRing {
             chunks: VecDeque::new(),
             first: 0,
             max_chunks: max_chunks.max(1),
+            max_bytes,
+            bytes: 0,
             staged: Vec::new(),
             staged_samples: 0,
             staged_last: false,
@@ -73,17 +85,27 @@ impl ChunkRing {
             buf.extend_from_slice(&page);
         }
         buf.extend_from_slice(b"\r\n");
+        self.bytes += buf.len();
         self.chunks.push_back(Chunk {
             framed: buf.freeze(),
             payload_start: prefix.len(),
             samples: std::mem::take(&mut self.staged_samples),
             last: std::mem::take(&mut self.staged_last),
         });
-        if self.chunks.len() > self.max_chunks {
-            self.chunks.pop_front();
+        while self.chunks.len() > self.max_chunks
+            || (self.bytes > self.max_bytes && self.chunks.len() > 1)
+        {
+            if let Some(old) = self.chunks.pop_front() {
+                self.bytes -= old.framed.len();
+            }
             self.first += 1;
         }
         Some(self.head())
+    }
+
+    /// Bytes held by the published chunks.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Index one past the newest chunk.
@@ -198,6 +220,25 @@ mod tests {
         let mut cursor = 2;
         ring.read(&mut cursor, &mut out, false).unwrap();
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn memory_is_bounded_in_bytes_whatever_the_chunk_sizes() {
+        let mut ring = ChunkRing::bounded(100, 10_000);
+        for i in 0..50u8 {
+            ring.stage(Bytes::from(vec![i; 3_000]), 960, false);
+            ring.flush();
+            assert!(ring.held_bytes() <= 10_000, "{}", ring.held_bytes());
+        }
+        assert_eq!(ring.head(), 50);
+        assert_eq!(ring.oldest(), 47, "three 3 KB chunks fit");
+        // one chunk larger than the bound is still published
+        ring.stage(Bytes::from(vec![9; 20_000]), 960, false);
+        ring.flush();
+        assert_eq!(ring.oldest(), 50);
+        let (mut cursor, mut out) = (50, Vec::new());
+        ring.read(&mut cursor, &mut out, false).unwrap();
+        assert_eq!(out[0].len(), 20_000);
     }
 
     #[test]

@@ -2,12 +2,21 @@
 //! the queue of listeners asking to speak. Plain state; the server turns
 //! HTTP calls and WebRTC sessions into these operations.
 
+use crate::admission::{subnet_of, Subnet};
 use serde::Serialize;
+use std::net::IpAddr;
 
 /// At most this many people on stage at once (host and co-hosts included).
 pub const MAX_ON_STAGE: usize = 13;
 /// Pending requests beyond this are refused: the host cannot read more.
 pub const MAX_PENDING_REQUESTS: usize = 500;
+/// Pending requests one address may hold (a shared address is a few people).
+pub const MAX_PENDING_PER_IP: usize = 3;
+/// Pending requests one network (/24, /64) may hold.
+pub const MAX_PENDING_PER_SUBNET: usize = 20;
+/// A pending request whose asker has not checked on it for this long is
+/// dropped: they left (the page checks every few seconds).
+pub const REQUEST_IDLE_MS: u64 = 120_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +63,12 @@ pub struct Request {
     pub at: u64,
     #[serde(skip)]
     pub state: RequestState,
+    /// Where the request came from, for the per-address limits.
+    #[serde(skip)]
+    pub from: IpAddr,
+    /// When its asker last checked on it.
+    #[serde(skip)]
+    pub seen: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,6 +89,10 @@ pub enum StageError {
     Declined,
     #[error("too many requests are waiting; try again later")]
     QueueFull,
+    #[error("requests from your network are already waiting for the host")]
+    TooManyFromYou,
+    #[error("the host is not taking requests to speak right now")]
+    Closed,
     #[error("a name must be 1 to 60 characters")]
     BadName,
     #[error("only the host can unmute someone the host muted")]
@@ -87,6 +106,8 @@ pub struct Stage {
     /// Identities the host sent back to the audience: their tokens no longer
     /// put them on stage.
     removed: Vec<String>,
+    /// The host stopped taking requests.
+    requests_closed: bool,
 }
 
 /// Display names are shown to everyone: trimmed, bounded, no control characters.
@@ -215,10 +236,41 @@ impl Stage {
         }
     }
 
-    pub fn request(&mut self, id: &str, name: &str, now_ms: u64) -> Result<(), StageError> {
+    /// A listener at `from` asks to speak. Limits per address and network
+    /// keep one crowd of bots from filling the queue: when it is full, a
+    /// request from a network with fewer pending requests than the busiest
+    /// one takes the busiest one's newest place.
+    pub fn request(
+        &mut self,
+        id: &str,
+        name: &str,
+        from: IpAddr,
+        now_ms: u64,
+    ) -> Result<(), StageError> {
+        if self.requests_closed {
+            return Err(StageError::Closed);
+        }
         let name = clean_name(name)?;
+        self.expire(now_ms);
+        let net = subnet_of(from);
+        let from_ip = self.pending().filter(|r| r.from == from).count();
+        let from_net = self.pending_from(net);
+        if from_ip >= MAX_PENDING_PER_IP || from_net >= MAX_PENDING_PER_SUBNET {
+            return Err(StageError::TooManyFromYou);
+        }
         if self.pending().count() >= MAX_PENDING_REQUESTS {
-            return Err(StageError::QueueFull);
+            let busiest = self
+                .pending()
+                .map(|r| subnet_of(r.from))
+                .max_by_key(|&n| self.pending_from(n))
+                .filter(|&n| self.pending_from(n) > from_net + 1)
+                .ok_or(StageError::QueueFull)?;
+            let newest = self
+                .requests
+                .iter()
+                .rposition(|r| r.state == RequestState::Pending && subnet_of(r.from) == busiest)
+                .ok_or(StageError::QueueFull)?;
+            self.requests.remove(newest);
         }
         // answered requests are kept so their askers can learn the answer,
         // but not forever
@@ -236,8 +288,54 @@ impl Stage {
             name,
             at: now_ms,
             state: RequestState::Pending,
+            from,
+            seen: now_ms,
         });
         Ok(())
+    }
+
+    fn pending_from(&self, net: Subnet) -> usize {
+        self.pending().filter(|r| subnet_of(r.from) == net).count()
+    }
+
+    /// Drops pending requests whose askers stopped checking on them.
+    /// Returns how many went.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let before = self.requests.len();
+        self.requests.retain(|r| {
+            r.state != RequestState::Pending || now_ms.saturating_sub(r.seen) < REQUEST_IDLE_MS
+        });
+        before - self.requests.len()
+    }
+
+    /// The asker checked on their request (it stays in the queue).
+    pub fn touch(&mut self, id: &str, now_ms: u64) {
+        if let Some(r) = self.requests.iter_mut().find(|r| r.id == id) {
+            r.seen = r.seen.max(now_ms);
+        }
+    }
+
+    /// The host declines every pending request at once. Returns how many.
+    pub fn decline_all(&mut self) -> usize {
+        let mut n = 0;
+        for r in self
+            .requests
+            .iter_mut()
+            .filter(|r| r.state == RequestState::Pending)
+        {
+            r.state = RequestState::Declined;
+            n += 1;
+        }
+        n
+    }
+
+    /// The host opens or closes the queue (closing keeps what is pending).
+    pub fn set_requests_open(&mut self, open: bool) {
+        self.requests_closed = !open;
+    }
+
+    pub fn requests_open(&self) -> bool {
+        !self.requests_closed
     }
 
     fn request_mut(&mut self, id: &str) -> Result<&mut Request, StageError> {
@@ -342,9 +440,9 @@ mod tests {
     #[test]
     fn requests_go_pending_then_approved_or_declined() {
         let mut s = Stage::default();
-        s.request("r1", "  Linus ", 5).unwrap();
-        s.request("r2", "Grace", 6).unwrap();
-        assert_eq!(s.request("r3", "   ", 7), Err(StageError::BadName));
+        s.request("r1", "  Linus ", ip(1), 5).unwrap();
+        s.request("r2", "Grace", ip(2), 6).unwrap();
+        assert_eq!(s.request("r3", "   ", ip(3), 7), Err(StageError::BadName));
         assert_eq!(
             s.pending().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             ["Linus", "Grace"]
@@ -367,7 +465,7 @@ mod tests {
         // approval lifts an earlier removal of the same guest
         s.join("guest-r1", "Linus", StageRole::Speaker, 3).unwrap();
         s.remove("guest-r1").unwrap();
-        s.request("r1b", "Linus", 9).unwrap();
+        s.request("r1b", "Linus", ip(1), 9).unwrap();
         s.withdraw("r1b").unwrap();
         assert_eq!(
             s.withdraw("r1b"),
@@ -377,25 +475,119 @@ mod tests {
         assert!(s.join("guest-r1", "Linus", StageRole::Speaker, 4).is_ok());
     }
 
+    /// One address per request, spread over many networks.
+    fn ip(i: usize) -> IpAddr {
+        IpAddr::from([10, (i / 250 % 250) as u8, (i % 250) as u8, 1])
+    }
+
     #[test]
     fn the_queue_is_bounded() {
         let mut s = Stage::default();
         for i in 0..MAX_PENDING_REQUESTS {
-            s.request(&format!("r{i}"), "x", 0).unwrap();
+            s.request(&format!("r{i}"), "x", ip(i), 0).unwrap();
         }
-        assert_eq!(s.request("more", "x", 0), Err(StageError::QueueFull));
+        assert_eq!(
+            s.request("more", "x", ip(MAX_PENDING_REQUESTS), 0),
+            Err(StageError::QueueFull)
+        );
         // answered requests are kept for their askers, up to a bound
         for i in 0..MAX_PENDING_REQUESTS {
             s.decline(&format!("r{i}")).unwrap();
         }
         for i in 0..MAX_PENDING_REQUESTS {
-            s.request(&format!("n{i}"), "x", 0).unwrap();
+            s.request(&format!("n{i}"), "x", ip(i), 0).unwrap();
             s.decline(&format!("n{i}")).unwrap();
         }
-        s.request("last", "x", 0).unwrap();
+        s.request("last", "x", ip(0), 0).unwrap();
         assert!(s.requests.len() <= 2 * MAX_PENDING_REQUESTS);
         assert_eq!(s.claim("last"), Err(StageError::Pending));
         assert_eq!(s.claim("r0"), Err(StageError::UnknownRequest("r0".into())));
+    }
+
+    #[test]
+    fn one_address_or_network_cannot_fill_the_queue() {
+        let mut s = Stage::default();
+        let bot = IpAddr::from([192, 0, 2, 1]);
+        for i in 0..MAX_PENDING_PER_IP {
+            s.request(&format!("a{i}"), "bot", bot, 0).unwrap();
+        }
+        assert_eq!(
+            s.request("a9", "bot", bot, 0),
+            Err(StageError::TooManyFromYou)
+        );
+        for i in 0..MAX_PENDING_PER_SUBNET - MAX_PENDING_PER_IP {
+            let neighbour = IpAddr::from([192, 0, 2, 10 + i as u8]);
+            s.request(&format!("b{i}"), "bot", neighbour, 0).unwrap();
+        }
+        let next_door = IpAddr::from([192, 0, 2, 200]);
+        assert_eq!(
+            s.request("c", "bot", next_door, 0),
+            Err(StageError::TooManyFromYou)
+        );
+        // someone from another network still gets in
+        s.request("real", "Ada", IpAddr::from([198, 51, 100, 7]), 0)
+            .unwrap();
+        // IPv6 counts per /64
+        let v6 = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, n]);
+        for n in 0..MAX_PENDING_PER_IP as u16 {
+            s.request(&format!("v{n}"), "x", v6(n), 0).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_queue_makes_room_from_its_busiest_network() {
+        let mut s = Stage::default();
+        // a flood fills the queue from 25 networks, 20 each
+        for i in 0..MAX_PENDING_REQUESTS {
+            let from = IpAddr::from([10, 0, (i / 20) as u8, (i % 20) as u8]);
+            s.request(&format!("f{i}"), "bot", from, 0).unwrap();
+        }
+        assert_eq!(s.pending().count(), MAX_PENDING_REQUESTS);
+        // a real listener elsewhere takes the newest place of a flooding network
+        s.request("real", "Grace", IpAddr::from([203, 0, 113, 5]), 1)
+            .unwrap();
+        assert_eq!(s.pending().count(), MAX_PENDING_REQUESTS);
+        assert!(s.pending().any(|r| r.id == "real"));
+        assert!(!s.pending().any(|r| r.id == "f499"));
+        // but a flooding network cannot evict its peers to grow
+        let more = IpAddr::from([10, 0, 3, 99]);
+        assert_eq!(
+            s.request("f-more", "bot", more, 1),
+            Err(StageError::TooManyFromYou)
+        );
+    }
+
+    #[test]
+    fn pending_requests_expire_unless_their_askers_check_on_them() {
+        let mut s = Stage::default();
+        s.request("stays", "A", ip(1), 0).unwrap();
+        s.request("goes", "B", ip(2), 0).unwrap();
+        s.touch("stays", REQUEST_IDLE_MS - 1);
+        assert_eq!(s.expire(REQUEST_IDLE_MS), 1);
+        assert_eq!(s.claim("stays"), Err(StageError::Pending));
+        assert_eq!(
+            s.claim("goes"),
+            Err(StageError::UnknownRequest("goes".into()))
+        );
+        // answered requests do not expire with the idle rule
+        s.approve("stays").unwrap();
+        assert_eq!(s.expire(10 * REQUEST_IDLE_MS), 0);
+    }
+
+    #[test]
+    fn the_host_clears_and_closes_the_queue() {
+        let mut s = Stage::default();
+        for i in 0..5 {
+            s.request(&format!("r{i}"), "x", ip(i), 0).unwrap();
+        }
+        assert_eq!(s.decline_all(), 5);
+        assert_eq!(s.pending().count(), 0);
+        assert_eq!(s.claim("r3"), Err(StageError::Declined));
+        s.set_requests_open(false);
+        assert!(!s.requests_open());
+        assert_eq!(s.request("late", "x", ip(9), 0), Err(StageError::Closed));
+        s.set_requests_open(true);
+        s.request("late", "x", ip(9), 0).unwrap();
     }
 
     #[test]

@@ -154,10 +154,17 @@ pub fn parse_ttl(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("bad duration unit in {text:?}: use s, m, h or d")),
     };
-    n.checked_mul(mult)
-        .filter(|&s| s > 0)
-        .ok_or_else(|| format!("duration {text:?} must be positive and not absurdly large"))
+    match n.checked_mul(mult) {
+        Some(0) => Err(format!("duration {text:?} must be positive")),
+        Some(s) if s <= MAX_TTL_SECS => Ok(s),
+        _ => Err(format!(
+            "duration {text:?} is too long: a token lives at most 366 days"
+        )),
+    }
 }
+
+/// Longest lifetime a token may be given: a leaked token must not work forever.
+pub const MAX_TTL_SECS: u64 = 366 * 86_400;
 
 #[cfg(test)]
 mod tests {
@@ -221,6 +228,10 @@ mod tests {
         assert_eq!(parse_ttl("15m"), Ok(900));
         assert_eq!(parse_ttl("2d"), Ok(172_800));
         assert!(parse_ttl("0s").is_err());
+        assert_eq!(parse_ttl("366d"), Ok(MAX_TTL_SECS));
+        assert!(parse_ttl("367d").is_err());
+        assert!(parse_ttl("18446744073709551615").is_err());
+        assert!(parse_ttl("18446744073709551615d").is_err());
         assert!(parse_ttl("5 weeks").is_err());
         assert!(parse_ttl("").is_err());
     }

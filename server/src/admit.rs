@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tribune_core::admission::{
-    Decision, Door, DoorConfig, Refusal, WaitingRoom, WaitingRoomConfig,
+    Decision, Door, DoorConfig, Refusal, Ticket, WaitingRoom, WaitingRoomConfig,
 };
 use tribune_core::token::{sign_ticket, verify_ticket};
 
@@ -29,6 +29,8 @@ impl Admission {
                 per_subnet_connections: cfg.per_subnet_connections,
                 joins_per_ip_per_sec: cfg.joins_per_ip_per_sec,
                 join_burst: cfg.join_burst,
+                per_ip_connections_with_passes: cfg.per_ip_connections_with_passes,
+                per_subnet_connections_with_passes: cfg.per_subnet_connections_with_passes,
             }),
             room: WaitingRoom::new(WaitingRoomConfig {
                 capacity: cfg.max_listeners,
@@ -56,6 +58,19 @@ pub fn file_limit() -> u64 {
 pub struct ConnGuard {
     app: Arc<App>,
     ip: Option<IpAddr>,
+    /// The connection is a stream that presented a pass: its address keeps
+    /// the pass's raised allowance while it is open.
+    holds_pass: bool,
+}
+
+impl ConnGuard {
+    /// A listener presented a valid pass on this connection.
+    pub fn hold_pass(&mut self) {
+        if let (Some(ip), false) = (self.ip, self.holds_pass) {
+            let now = self.app.mono_ms();
+            self.holds_pass = lock(&self.app).door.hold_pass(ip, now);
+        }
+    }
 }
 
 impl Drop for ConnGuard {
@@ -63,7 +78,11 @@ impl Drop for ConnGuard {
         match self.ip {
             Some(ip) => {
                 self.app.connections.fetch_sub(1, Ordering::AcqRel);
-                lock(&self.app).door.close(ip);
+                let mut adm = lock(&self.app);
+                adm.door.close(ip);
+                if self.holds_pass {
+                    adm.door.release_pass(ip);
+                }
             }
             None => {
                 self.app.reserved_connections.fetch_sub(1, Ordering::AcqRel);
@@ -83,13 +102,15 @@ pub fn open_public(app: &Arc<App>, ip: IpAddr) -> Result<ConnGuard, &'static str
         app.connections.fetch_sub(1, Ordering::AcqRel);
         return Err("connection_budget");
     }
-    if let Err(r) = lock(app).door.open(ip) {
+    let now = app.mono_ms();
+    if let Err(r) = lock(app).door.open(ip, now) {
         app.connections.fetch_sub(1, Ordering::AcqRel);
         return Err(r.reason());
     }
     Ok(ConnGuard {
         app: app.clone(),
         ip: Some(ip),
+        holds_pass: false,
     })
 }
 
@@ -103,6 +124,7 @@ pub fn open_reserved(app: &Arc<App>) -> Result<ConnGuard, &'static str> {
     Ok(ConnGuard {
         app: app.clone(),
         ip: None,
+        holds_pass: false,
     })
 }
 
@@ -119,14 +141,6 @@ pub struct Refused {
 fn retry_secs(ms: u64) -> u64 {
     let base = ms.div_ceil(1000).max(1);
     base + rand::rng().random_range(0..=base.div_ceil(4))
-}
-
-pub enum Join {
-    /// Admitted: the caller now holds one of `app.listeners`.
-    Admitted,
-    /// Admitted ahead of time (the web page asks first): a pass to present.
-    Pass(String),
-    Refused(Refused),
 }
 
 /// The first check on a join: the per-IP join rate (a map lookup).
@@ -172,72 +186,107 @@ pub fn check_private(app: &App, space_id: &str, token: Option<&str>) -> Result<(
         .map_err(|e| refused(e.status(), "token_invalid", e.to_string()))
 }
 
-/// Decides a listener join holding `ticket` (as sent) or none, after the
-/// cheaper checks passed. `pass` asks for a pass instead of an admission.
-pub fn join(app: &App, ticket: Option<&str>, replay_url: &str, pass: bool) -> Join {
+/// A waiting-room ticket or pass as sent: `Ok(None)` when there is none,
+/// refused when it does not verify.
+pub fn read_ticket(app: &App, raw: Option<&str>) -> Result<Option<Ticket>, Refused> {
+    match raw.map(|t| verify_ticket(t, app.boot, &app.secret, now_secs())) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => Err(Refused {
+            status: 403,
+            reason: "bad_ticket",
+            retry_after: None,
+            body: json!({"error": format!("invalid waiting-room ticket: {e}; join again without it")}),
+        }),
+    }
+}
+
+/// Admits a listener holding `ticket` (verified) or none, after the
+/// cheaper checks passed: on `Ok` the caller holds one of `app.listeners`.
+pub fn join(app: &App, ticket: Option<Ticket>, replay_url: &str) -> Result<(), Refused> {
     let now = app.mono_ms();
     let mut adm = lock(app);
-    let ticket = match ticket.map(|t| verify_ticket(t, app.boot, &app.secret, now_secs())) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            return Join::Refused(Refused {
-                status: 403,
-                reason: "bad_ticket",
-                retry_after: None,
-                body: json!({"error": format!("invalid waiting-room ticket: {e}; join again without it")}),
-            })
-        }
-    };
     let listeners = app.listeners.load(Ordering::Acquire);
     let healthy = app.healthy.load(Ordering::Acquire);
-    let decision = if pass {
-        adm.room.reserve(now, listeners, healthy, ticket)
-    } else {
-        adm.room.decide(now, listeners, healthy, ticket)
-    };
-    let sign = |t| sign_ticket(t, app.boot, &app.secret, now_secs() + 3600).unwrap_or_default();
-    match decision {
+    match adm.room.decide(now, listeners, healthy, ticket) {
         Decision::Admit => {
             // counted under the lock, so concurrent joins never overshoot
             app.listeners.fetch_add(1, Ordering::AcqRel);
-            Join::Admitted
+            Ok(())
         }
-        Decision::Pass(t) => Join::Pass(sign(t)),
-        Decision::Wait {
-            ticket,
-            position,
-            retry_after_ms,
-            lost_place,
-        } => {
-            let secs = retry_secs(retry_after_ms);
-            let why = if healthy {
-                "this node is at listener capacity"
-            } else {
-                "this node is protecting the listeners it has"
-            };
-            Join::Refused(Refused {
-                status: 503,
-                reason: if lost_place {
-                    "waiting_room_early"
-                } else {
-                    "waiting_room"
-                },
-                retry_after: Some(secs),
-                body: json!({
-                    "error": why,
-                    "waiting_room": {
-                        "ticket": sign(ticket),
-                        "position": position,
-                        "retry_after": secs,
-                        "lost_place": lost_place,
-                        "how": "come back after retry_after seconds with ?ticket=<ticket>; coming back earlier loses your place",
-                    },
-                    "replay": replay_url,
-                    "replay_note": "the full recording is published the moment the space ends",
-                }),
-            })
+        other => Err(refusal(app, other, healthy, replay_url)),
+    }
+}
+
+/// For a page that asks before opening the stream from `ip`: a pass
+/// holding a slot for the grace period. The address may hold the pass's
+/// connections meanwhile (see `Door::grant`).
+pub fn pass(
+    app: &App,
+    ip: IpAddr,
+    ticket: Option<Ticket>,
+    replay_url: &str,
+) -> Result<String, Refused> {
+    let now = app.mono_ms();
+    let mut adm = lock(app);
+    let listeners = app.listeners.load(Ordering::Acquire);
+    let healthy = app.healthy.load(Ordering::Acquire);
+    match adm.room.reserve(now, listeners, healthy, ticket) {
+        Decision::Pass(t) => {
+            adm.door.grant(ip, now, now + app.cfg.admit_grace_ms);
+            Ok(sign(app, t))
         }
+        other => Err(refusal(app, other, healthy, replay_url)),
+    }
+}
+
+fn sign(app: &App, ticket: Ticket) -> String {
+    sign_ticket(ticket, app.boot, &app.secret, now_secs() + 3600).unwrap_or_default()
+}
+
+/// What a listener the waiting room holds back is told.
+fn refusal(app: &App, decision: Decision, healthy: bool, replay_url: &str) -> Refused {
+    let Decision::Wait {
+        ticket,
+        position,
+        retry_after_ms,
+        lost_place,
+    } = decision
+    else {
+        // the room answers Admit or Pass otherwise, both handled by callers
+        return Refused {
+            status: 503,
+            reason: "waiting_room",
+            retry_after: Some(1),
+            body: json!({"error": "try again"}),
+        };
+    };
+    let secs = retry_secs(retry_after_ms);
+    let why = if healthy {
+        "this node is at listener capacity"
+    } else {
+        "this node is protecting the listeners it has"
+    };
+    Refused {
+        status: 503,
+        reason: if lost_place {
+            "waiting_room_early"
+        } else {
+            "waiting_room"
+        },
+        retry_after: Some(secs),
+        body: json!({
+            "error": why,
+            "waiting_room": {
+                "ticket": sign(app, ticket),
+                "position": position,
+                "retry_after": secs,
+                "lost_place": lost_place,
+                "how": "come back after retry_after seconds with ?ticket=<ticket>; coming back earlier loses your place",
+            },
+            "replay": replay_url,
+            "replay_note": "the full recording is published the moment the space ends",
+        }),
     }
 }
 
@@ -299,6 +348,6 @@ pub async fn watch_health(app: Arc<App>) {
         adm.room.tick(app.mono_ms(), listeners, healthy);
         metrics::gauge!("tribune_waiting_room_waiting").set(adm.room.waiting() as f64);
         metrics::gauge!("tribune_waiting_room_held").set(adm.room.held() as f64);
-        adm.door.forget_idle();
+        adm.door.forget_idle(app.mono_ms());
     }
 }

@@ -6,7 +6,7 @@ use crate::auth::{self, AuthError};
 use crate::recorder::recording_path;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -106,6 +106,70 @@ pub fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
     auth::verify(&app.secret, &token, now_secs())
 }
 
+/// A token from `?token=` (players and EventSource cannot send headers).
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}
+
+/// The claims of whoever asks, when they sent a valid token.
+fn reader_claims(app: &App, headers: &HeaderMap, query: Option<&str>) -> Option<Claims> {
+    match query_token(query) {
+        Some(t) => auth::verify(&app.secret, t, now_secs()).ok(),
+        None => bearer(app, headers).ok(),
+    }
+}
+
+/// Every read of a private space needs a token of that space (a
+/// listener's, or anyone's above): in `Authorization: Bearer` or `?token=`.
+/// `token_param` is the `token` query parameter, if any.
+pub fn require_read(
+    app: &App,
+    entry: &SpaceEntry,
+    headers: &HeaderMap,
+    token_param: Option<&str>,
+) -> Result<(), ApiError> {
+    if !entry.row.private {
+        return Ok(());
+    }
+    let token = match token_param.filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None => auth::token_from_header(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this space is private: send its listener token (Authorization: Bearer, or ?token=)",
+            )
+        })?,
+    };
+    let claims = auth::verify(&app.secret, &token, now_secs())?;
+    auth::require(
+        &claims,
+        &entry.row.id,
+        Role::Listener,
+        "reading this private space",
+    )?;
+    Ok(())
+}
+
+/// The space, readable by whoever asks (see [`require_read`]).
+pub fn readable_entry(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<SpaceEntry, ApiError> {
+    let entry = entry_or_404(app, id)?;
+    require_read(app, &entry, headers, query_token(query))?;
+    Ok(entry)
+}
+
 pub fn entry_or_404(app: &App, id: &str) -> Result<SpaceEntry, ApiError> {
     app.space(id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no space with id {id:?}")))
@@ -154,13 +218,34 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
     })
 }
 
-async fn list_spaces(State(app): Shared) -> Json<Value> {
-    let spaces: Vec<Value> = app.list().iter().map(|e| space_json(&app, e)).collect();
+/// Every space the asker may read: private ones only with their token.
+async fn list_spaces(
+    State(app): Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Json<Value> {
+    let claims = reader_claims(&app, &headers, query.as_deref());
+    let spaces: Vec<Value> = app
+        .list()
+        .iter()
+        .filter(|e| {
+            !e.row.private
+                || claims
+                    .as_ref()
+                    .is_some_and(|c| c.allows(&e.row.id, Role::Listener))
+        })
+        .map(|e| space_json(&app, e))
+        .collect();
     Json(json!({ "spaces": spaces }))
 }
 
-async fn show_space(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    let e = entry_or_404(&app, &id)?;
+async fn show_space(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let e = readable_entry(&app, &id, &headers, query.as_deref())?;
     Ok(Json(space_json(&app, &e)).into_response())
 }
 
@@ -195,6 +280,12 @@ async fn create_space(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "title must be 1 to 200 characters",
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "title must not contain control characters (line breaks, tabs, NUL)",
         ));
     }
     let row = app
@@ -303,9 +394,12 @@ async fn admission(
     axum::Extension(axum::extract::ConnectInfo(peer)): axum::Extension<
         axum::extract::ConnectInfo<std::net::SocketAddr>,
     >,
+    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<AdmissionQuery>,
 ) -> ApiResult {
     let e = entry_or_404(&app, &id)?;
+    // a private space's state is not told to strangers either
+    require_read(&app, &e, &headers, q.token.as_deref())?;
     let urls = &space_json(&app, &e)["urls"];
     let replay = urls["replay"].as_str().unwrap_or_default().to_string();
     match e.row.state {
@@ -320,29 +414,23 @@ async fn admission(
         }
         SpaceState::Live => {}
     }
-    let verdict = crate::admit::check_join_rate(&app, peer.ip())
-        .and_then(|()| {
-            if e.row.private {
-                crate::admit::check_private(&app, &id, q.token.as_deref())
-            } else {
-                Ok(())
-            }
-        })
-        .map(|()| crate::admit::join(&app, q.ticket.as_deref(), &replay, true))
-        .unwrap_or_else(crate::admit::Join::Refused);
+    let verdict = crate::admit::read_ticket(&app, q.ticket.as_deref()).and_then(|ticket| {
+        crate::admit::check_join_rate(&app, peer.ip())?;
+        crate::admit::pass(&app, peer.ip(), ticket, &replay)
+    });
     match verdict {
-        crate::admit::Join::Pass(pass) => {
-            let live = format!(
+        Ok(pass) => {
+            let mut live = format!(
                 "{}?ticket={pass}",
                 urls["live"].as_str().unwrap_or_default()
             );
+            // a private stream wants its token as well as the pass
+            if let (true, Some(token)) = (e.row.private, q.token.as_deref()) {
+                live.push_str(&format!("&token={token}"));
+            }
             Ok(Json(json!({"state": "admitted", "live": live})).into_response())
         }
-        crate::admit::Join::Admitted => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected admission",
-        )),
-        crate::admit::Join::Refused(r) => {
+        Err(r) => {
             metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
             let mut body = r.body;
             body["state"] = json!("waiting");
@@ -362,7 +450,7 @@ async fn admission(
 /// The recording, with Range support: complete once the space has ended,
 /// and "from the start" (everything recorded so far) while it is live.
 async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> ApiResult {
-    let e = entry_or_404(&app, &id)?;
+    let e = readable_entry(&app, &id, req.headers(), req.uri().query())?;
     if e.row.state == SpaceState::Scheduled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -380,11 +468,13 @@ async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> Api
         ));
     }
     let served = tower_http::services::ServeFile::new(path)
-        .oneshot(req)
+        .oneshot(ignore_unknown_range(req))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut res = served.map(Body::new);
-    let cache = if e.row.state == SpaceState::Ended {
+    let cache = if e.row.private {
+        "private, no-cache"
+    } else if e.row.state == SpaceState::Ended {
         "public, max-age=86400, immutable"
     } else {
         "no-cache"
@@ -396,6 +486,19 @@ async fn replay(State(app): Shared, Path(id): Path<String>, req: Request) -> Api
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
     }
     Ok(res)
+}
+
+/// RFC 9110 §14.2: a Range in a unit the server does not know is ignored
+/// (the whole file is sent), not refused.
+pub fn ignore_unknown_range(mut req: Request) -> Request {
+    let known = req
+        .headers()
+        .get(header::RANGE)
+        .map(|v| v.as_bytes().trim_ascii_start().starts_with(b"bytes="));
+    if known == Some(false) {
+        req.headers_mut().remove(header::RANGE);
+    }
+    req
 }
 
 /// A live stream asked for on a kept-alive connection: send the client to

@@ -30,12 +30,19 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// A source sending nothing for this long is cut.
     pub source_stall_ms: u64,
+    /// How far a source's audio may run ahead of real time; a sender
+    /// going faster is slowed down (its socket is read no faster).
+    pub source_lead_ms: u64,
     /// A listener whose socket accepts nothing for this long is cut.
     pub slow_listener_ms: u64,
     /// Open connections per client IP on the public port (0: unlimited).
     pub per_ip_connections: u32,
     /// Open connections per /24 or /64 on the public port (0: unlimited).
     pub per_subnet_connections: u32,
+    /// Connections one IP (one /24 or /64) may reach when the pages behind
+    /// it were admitted one by one and hold passes: a crowd behind a NAT.
+    pub per_ip_connections_with_passes: u32,
+    pub per_subnet_connections_with_passes: u32,
     /// Listener joins per second per IP (0: unlimited), with a burst.
     pub joins_per_ip_per_sec: u32,
     pub join_burst: u32,
@@ -78,9 +85,12 @@ impl Default for Config {
             header_timeout_ms: 10_000,
             max_header_bytes: 8 * 1024,
             source_stall_ms: 10_000,
+            source_lead_ms: 2_000,
             slow_listener_ms: 10_000,
             per_ip_connections: 64,
             per_subnet_connections: 1024,
+            per_ip_connections_with_passes: 3_000,
+            per_subnet_connections_with_passes: 8_192,
             joins_per_ip_per_sec: 10,
             join_burst: 20,
             admit_per_sec: 500.0,
@@ -111,6 +121,7 @@ impl Config {
             ("fsync_ms", self.fsync_ms),
             ("header_timeout_ms", self.header_timeout_ms),
             ("source_stall_ms", self.source_stall_ms),
+            ("source_lead_ms", self.source_lead_ms),
             ("slow_listener_ms", self.slow_listener_ms),
         ];
         for (name, v) in positive {
@@ -149,6 +160,12 @@ impl Config {
 
     pub fn group_samples(&self) -> u64 {
         self.group_ms * tribune_core::SAMPLE_RATE / 1000
+    }
+
+    /// Bytes the ring keeps: `ring_ms` of audio at Opus's top bitrate
+    /// (512 kbps), so memory per space has a bound whatever a source sends.
+    pub fn ring_bytes(&self) -> usize {
+        (self.ring_ms * 64) as usize
     }
 
     /// Chunks the ring keeps: one per flush over `ring_ms`.

@@ -59,6 +59,14 @@ impl RequestHead {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a header that may be repeated.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -125,21 +133,40 @@ pub enum BodyFraming {
 }
 
 impl BodyFraming {
+    /// The framing a request head declares (RFC 9112 §6.3). Ambiguous
+    /// framing, the root of request smuggling, is refused.
     pub fn of(head: &RequestHead) -> Result<BodyFraming, String> {
-        if let Some(te) = head.header("transfer-encoding") {
-            if te.trim().eq_ignore_ascii_case("chunked") {
+        let encodings: Vec<&str> = head.header_all("transfer-encoding").collect();
+        let lengths: Vec<&str> = head.header_all("content-length").collect();
+        if !encodings.is_empty() && !lengths.is_empty() {
+            return Err("both Transfer-Encoding and Content-Length: send one".into());
+        }
+        match encodings.as_slice() {
+            [] => {}
+            [te] if te.trim().eq_ignore_ascii_case("chunked") => {
                 return Ok(BodyFraming::Chunked(ChunkedDecoder::default()));
             }
-            return Err(format!("unsupported Transfer-Encoding {te:?}"));
+            [te] => return Err(format!("unsupported Transfer-Encoding {te:?}")),
+            _ => return Err("more than one Transfer-Encoding header".into()),
         }
-        if let Some(len) = head.header("content-length") {
-            return len
-                .trim()
-                .parse()
-                .map(BodyFraming::Length)
-                .map_err(|_| format!("invalid Content-Length {len:?}"));
+        let mut length = None;
+        for len in lengths {
+            // "5, 5" is one value repeated, which RFC 9112 allows
+            for part in len.split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("invalid Content-Length {len:?}"));
+                }
+                let n: u64 = part
+                    .parse()
+                    .map_err(|_| format!("invalid Content-Length {len:?}"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length headers".into());
+                }
+                length = Some(n);
+            }
         }
-        Ok(BodyFraming::UntilClose)
+        Ok(length.map_or(BodyFraming::UntilClose, BodyFraming::Length))
     }
 
     /// Moves the body bytes available in `input` to `out`. Returns true
@@ -170,6 +197,45 @@ impl BodyFraming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "PUT".into(),
+            path: "/".into(),
+            query: None,
+            minor: 1,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let framing = |h: &[(&str, &str)]| BodyFraming::of(&head(h)).map(|f| format!("{f:?}"));
+        assert_eq!(framing(&[("content-length", "5")]), Ok("Length(5)".into()));
+        assert_eq!(
+            framing(&[("content-length", "5"), ("content-length", "5")]),
+            Ok("Length(5)".into())
+        );
+        assert_eq!(
+            framing(&[("content-length", "5, 5")]),
+            Ok("Length(5)".into())
+        );
+        assert!(framing(&[("content-length", "5"), ("content-length", "6")]).is_err());
+        assert!(framing(&[("content-length", "5, 6")]).is_err());
+        assert!(framing(&[("content-length", "+5")]).is_err());
+        assert!(framing(&[("content-length", "")]).is_err());
+        assert!(framing(&[("transfer-encoding", "chunked"), ("content-length", "5")]).is_err());
+        assert!(framing(&[("transfer-encoding", "gzip")]).is_err());
+        assert!(framing(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked")
+        ])
+        .is_err());
+        assert_eq!(framing(&[]), Ok("UntilClose".into()));
+    }
 
     #[test]
     fn length_framing_stops_at_the_length() {

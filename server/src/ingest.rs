@@ -112,7 +112,8 @@ pub async fn serve(
     let mut body = Vec::with_capacity(16 * 1024);
     let mut packets = Vec::new();
     let mut total_packets = 0u64;
-    let outcome: Result<&'static str, (u16, String, &'static str)> = loop {
+    let paced_ms = metrics::counter!("tribune_source_paced_ms_total", "space" => id.to_string());
+    let outcome: Result<&'static str, (u16, String, &'static str)> = 'read: loop {
         body.clear();
         let complete = match framing.decode(&mut buf, &mut body) {
             Ok(done) => done,
@@ -122,7 +123,29 @@ pub async fn serve(
             packets.clear();
             let result = demux.push(&body, &mut packets);
             total_packets += packets.len() as u64;
-            slot.push(&packets, now_ms());
+            // real time: what runs ahead waits (and so does the sender)
+            let mut from = 0;
+            while from < packets.len() {
+                let now = now_ms();
+                let mut to = from;
+                let mut wait = 0;
+                while to < packets.len() {
+                    wait = slot.pace(now, u64::from(packets[to].duration));
+                    if wait > 0 {
+                        break;
+                    }
+                    to += 1;
+                }
+                slot.push(&packets[from..to], now);
+                from = to;
+                if wait > 0 {
+                    paced_ms.increment(wait);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                        _ = ending.changed() => break 'read Ok("space_ended"),
+                    }
+                }
+            }
             if let Err(e) = result {
                 break Err((e.http_status(), e.to_string(), "bad_stream"));
             }

@@ -2,7 +2,7 @@
 //! admitted listener is then handed to one of the space's fan-out shards
 //! (`shard.rs`), which writes it every flush.
 
-use crate::admit::{self, Join};
+use crate::admit;
 use crate::app::{now_ms, App};
 use crate::http::{html_response, json_response, RequestHead};
 use crate::shard::{Admitted, Joined, Leave, Shards};
@@ -57,21 +57,21 @@ impl ListenRequest {
 /// space's fan-out shards with only what streaming needs and `hold` (its
 /// connection's place in the budgets): admission's larger state is not
 /// kept for hours.
-pub async fn serve<H: Send + 'static>(
+pub async fn serve(
     app: &Arc<App>,
     sock: TcpStream,
     req: ListenRequest,
     id: &str,
     peer: SocketAddr,
-    hold: H,
+    mut guard: admit::ConnGuard,
 ) {
-    let Some(joined) = admit(app, sock, req, id, peer).await else {
+    let Some(joined) = admit(app, sock, req, id, peer, &mut guard).await else {
         return;
     };
     let live = joined.admitted.live.clone();
     live.shards
         .get_or_init(|| Shards::spawn(app, &live))
-        .add(&live, joined, Box::new(hold));
+        .add(&live, joined, Box::new(guard));
 }
 
 async fn admit(
@@ -80,6 +80,7 @@ async fn admit(
     req: ListenRequest,
     id: &str,
     peer: SocketAddr,
+    guard: &mut admit::ConnGuard,
 ) -> Option<Joined> {
     let Some(entry) = app.space(id) else {
         return refuse(
@@ -128,21 +129,22 @@ async fn admit(
         }
     };
     let replay = format!("{base}/spaces/{id}/replay.opus");
-    // cheapest first: the join rate, then the token, then the waiting room
-    let verdict = admit::check_join_rate(app, peer.ip())
-        .and_then(|()| {
-            if entry.row.private {
-                admit::check_private(app, id, req.token.as_deref())
-            } else {
-                Ok(())
-            }
-        })
-        .map(|()| admit::join(app, req.ticket.as_deref(), &replay, false))
-        .unwrap_or_else(Join::Refused);
+    // cheapest first: the ticket's signature, the join rate (a valid ticket
+    // or pass was rate-limited when it was handed out), the token, the room
+    let verdict = admit::read_ticket(app, req.ticket.as_deref()).and_then(|ticket| {
+        if ticket.is_none() {
+            admit::check_join_rate(app, peer.ip())?;
+        }
+        if entry.row.private {
+            admit::check_private(app, id, req.token.as_deref())?;
+        }
+        admit::join(app, ticket, &replay)?;
+        Ok(ticket.is_some())
+    });
     match verdict {
-        Join::Admitted => {}
-        Join::Pass(_) => unreachable!("passes are only issued when asked for"),
-        Join::Refused(r) => {
+        Ok(true) => guard.hold_pass(),
+        Ok(false) => {}
+        Err(r) => {
             metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
             let retry: Vec<(&str, String)> = r
                 .retry_after
@@ -185,7 +187,12 @@ async fn admit(
          icy-name: {}\r\n\r\n",
         req.http_minor.min(1),
         if chunked { "Transfer-Encoding: chunked\r\n" } else { "" },
-        entry.row.title.replace(['\r', '\n'], " ")
+        entry
+            .row
+            .title
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
     );
     drop(entry.row);
     if sock.write_all(response.as_bytes()).await.is_err() || req.head_only {

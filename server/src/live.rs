@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tribune_core::fanout::ChunkRing;
+use tribune_core::pace::Pacer;
 use tribune_core::space::stream_serial;
 use tribune_core::track::{Group, Track};
 use tribune_core::SAMPLE_RATE;
@@ -35,6 +36,9 @@ pub struct LiveSpace {
     head_tx: watch::Sender<u64>,
     recorder: RecorderHandle,
     source_active: AtomicBool,
+    /// Sources are paced to real time across their sessions: reconnecting
+    /// does not buy a new allowance.
+    source_pace: Mutex<Pacer>,
     /// Set when the space ends: sources stop, listeners drain and close.
     ending: watch::Sender<bool>,
     pub listeners: AtomicUsize,
@@ -59,11 +63,27 @@ impl Drop for SourceSlot {
     }
 }
 
+/// Audio a source that fell behind (a network hiccup, a reconnect) may make
+/// up at once.
+const SOURCE_CATCH_UP_MS: u64 = 5_000;
+
 impl SourceSlot {
+    /// Whether a packet of `samples` may go on now (0) or how long (ms) the
+    /// source must wait: sources are held to real time.
+    pub fn pace(&self, now_ms: u64, samples: u64) -> u64 {
+        self.live
+            .source_pace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(now_ms, samples)
+    }
+
     /// The source feeds the program directly, or the stage's mix when
     /// speakers are on stage.
     pub fn push(&mut self, packets: &[SourcePacket], now_ms: u64) {
-        if self.live.stage.feed_source(packets, now_ms) {
+        // a session starts with its first audio: a source that sends its
+        // header pages in a write of their own is no different
+        if packets.is_empty() || self.live.stage.feed_source(packets, now_ms) {
             return;
         }
         self.live
@@ -101,14 +121,18 @@ impl LiveSpace {
             state: Mutex::new(TrackState {
                 track: Track::resume(cfg.group_samples(), recovered.position),
                 epoch_ms: recovered.epoch_ms,
-                headers: None,
+                // after a restart, listeners can start before the source is back
+                headers: recovered
+                    .epoch_ms
+                    .map(|epoch| header_pages(stream_serial(id), title, epoch)),
                 recording_has_headers: recovered.has_headers,
                 finished: recovered.ended,
             }),
-            ring: RwLock::new(ChunkRing::new(cfg.ring_chunks())),
+            ring: RwLock::new(ChunkRing::bounded(cfg.ring_chunks(), cfg.ring_bytes())),
             head_tx,
             recorder,
             source_active: AtomicBool::new(false),
+            source_pace: Mutex::new(Pacer::new(cfg.source_lead_ms, SOURCE_CATCH_UP_MS)),
             ending,
             listeners: AtomicUsize::new(0),
             peak_listeners: AtomicUsize::new(peak as usize),

@@ -110,8 +110,12 @@ impl RtcHub {
         if !offer.starts_with("v=0") {
             return Err(OfferError::Malformed("it must start with \"v=0\"".into()));
         }
-        let parsed =
-            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        // str0m's parse error quotes its parser's internals (pointers
+        // among them): log it, answer in our own words
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| {
+            tracing::debug!(error = %e, "unparsable SDP offer");
+            OfferError::Malformed("check that it is a complete WebRTC offer".into())
+        })?;
         check_offer(offer)?;
         let offer = parsed;
         let mut rtc = RtcConfig::new()

@@ -2,12 +2,12 @@
 //! request-to-speak queue, host moderation, live stage events (SSE), and
 //! each speaker's recorded track.
 
-use crate::api::{bearer, entry_or_404, space_json, ApiError, ApiResult, Shared};
+use crate::api::{bearer, entry_or_404, readable_entry, space_json, ApiError, ApiResult, Shared};
 use crate::app::{now_ms, now_secs, App, SpaceEntry};
 use crate::auth;
 use crate::stage::{list_tracks, stage_role, track_title, tracks_dir};
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
@@ -38,6 +38,10 @@ pub fn routes() -> Router<Arc<App>> {
             axum::routing::delete(withdraw_request),
         )
         .route(
+            "/api/spaces/{id}/stage/queue",
+            post(set_queue).delete(clear_queue),
+        )
+        .route(
             "/api/spaces/{id}/stage/requests/{rid}/approve",
             post(approve),
         )
@@ -66,6 +70,8 @@ fn stage_error(e: StageError) -> ApiError {
         }
         StageError::NotOnStage(_) | StageError::UnknownRequest(_) => StatusCode::NOT_FOUND,
         StageError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+        StageError::TooManyFromYou => StatusCode::TOO_MANY_REQUESTS,
+        StageError::Closed => StatusCode::CONFLICT,
         StageError::BadName => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, e.to_string())
@@ -161,6 +167,13 @@ async fn whip_delete(
     headers: HeaderMap,
 ) -> ApiResult {
     let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(
+        &claims,
+        &id,
+        Role::Speaker,
+        "ending a stage session in this space",
+    )?;
     let (_, live) = live_entry(&app, &id)?;
     let session = u64::from_str_radix(&session, 16)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such WHIP session"))?;
@@ -181,34 +194,58 @@ async fn whip_delete(
 }
 
 /// What pages show: the space and its stage.
+/// Requests shown to pages; the rest are counted (a host reads the oldest first).
+const REQUESTS_SHOWN: usize = 100;
+
 fn stage_json(app: &App, entry: &SpaceEntry) -> Value {
-    let (members, requests) = match &entry.live {
+    let (members, requests, pending, open) = match &entry.live {
         Some(live) => {
-            let st = live.stage.lock();
+            let mut st = live.stage.lock();
+            if st.expire(now_ms()) > 0 {
+                live.stage.changed();
+            }
             let members = serde_json::to_value(st.members()).unwrap_or(Value::Null);
-            let requests: Vec<_> = st.pending().cloned().collect();
+            let requests: Vec<_> = st.pending().take(REQUESTS_SHOWN).cloned().collect();
             (
                 members,
                 serde_json::to_value(requests).unwrap_or(Value::Null),
+                st.pending().count(),
+                st.requests_open(),
             )
         }
-        None => (json!([]), json!([])),
+        None => (json!([]), json!([]), 0, false),
     };
     json!({
         "space": space_json(app, entry),
-        "stage": { "members": members, "requests": requests, "max_speakers": MAX_ON_STAGE },
+        "stage": {
+            "members": members,
+            "requests": requests,
+            "pending_requests": pending,
+            "requests_open": open,
+            "max_speakers": MAX_ON_STAGE,
+        },
     })
 }
 
-async fn show_stage(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    let entry = entry_or_404(&app, &id)?;
+async fn show_stage(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let entry = readable_entry(&app, &id, &headers, query.as_deref())?;
     Ok(Json(stage_json(&app, &entry)).into_response())
 }
 
 /// Server-sent events: the stage snapshot at once, on every change, and
 /// every second (listener counts and levels move continuously).
-async fn events(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    entry_or_404(&app, &id)?;
+async fn events(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    readable_entry(&app, &id, &headers, query.as_deref())?;
     struct Follow {
         app: Arc<App>,
         id: String,
@@ -297,7 +334,7 @@ async fn request_to_speak(
     let rid = format!("{:08x}", rand::random::<u32>());
     live.stage
         .lock()
-        .request(&rid, &req.name, now_ms())
+        .request(&rid, &req.name, peer.ip(), now_ms())
         .map_err(stage_error)?;
     live.stage.changed();
     let claims = Claims::new(
@@ -364,6 +401,46 @@ async fn host_decides(
     Ok(Json(json!({ "id": rid, "approved": approve })).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueSettings {
+    open: bool,
+}
+
+/// The host opens or closes requests to speak.
+async fn set_queue(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<QueueSettings>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(
+        &claims,
+        &id,
+        Role::Host,
+        "opening or closing requests to speak",
+    )?;
+    let Json(req) = body?;
+    let (_, live) = live_entry(&app, &id)?;
+    live.stage.lock().set_requests_open(req.open);
+    live.stage.changed();
+    Ok(Json(json!({ "requests_open": req.open })).into_response())
+}
+
+/// The host declines every pending request at once.
+async fn clear_queue(State(app): Shared, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let claims = bearer(&app, &headers)?;
+    entry_or_404(&app, &id)?;
+    auth::require(&claims, &id, Role::Host, "clearing requests to speak")?;
+    let (_, live) = live_entry(&app, &id)?;
+    let declined = live.stage.lock().decline_all();
+    live.stage.changed();
+    tracing::info!(space = %id, declined, "host cleared the request queue");
+    Ok(Json(json!({ "declined": declined })).into_response())
+}
+
 async fn approve(
     State(app): Shared,
     Path((id, rid)): Path<(String, String)>,
@@ -388,7 +465,11 @@ async fn claim_token(
 ) -> ApiResult {
     require_ticket(&app, &headers, &id, &rid)?;
     let (_, live) = live_entry(&app, &id)?;
-    let claimed = live.stage.lock().claim(&rid);
+    let claimed = {
+        let mut st = live.stage.lock();
+        st.touch(&rid, now_ms());
+        st.claim(&rid)
+    };
     let (identity, name) = match claimed {
         Ok(v) => v,
         Err(e @ StageError::Pending) => {
@@ -465,8 +546,13 @@ async fn remove(
     Ok(Json(json!({ "identity": identity, "removed": true })).into_response())
 }
 
-async fn list_speaker_tracks(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    let entry = entry_or_404(&app, &id)?;
+async fn list_speaker_tracks(
+    State(app): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let entry = readable_entry(&app, &id, &headers, query.as_deref())?;
     let dir = tracks_dir(&app.cfg.data, &id);
     let tracks: Vec<Value> = list_tracks(&dir)
         .into_iter()
@@ -486,7 +572,8 @@ async fn speaker_track(
     Path((id, file)): Path<(String, String)>,
     req: Request,
 ) -> ApiResult {
-    entry_or_404(&app, &id)?;
+    let entry = readable_entry(&app, &id, req.headers(), req.uri().query())?;
+    let req = crate::api::ignore_unknown_range(req);
     let stem = file.strip_suffix(".opus").unwrap_or("");
     let safe = !stem.is_empty()
         && stem
@@ -508,6 +595,12 @@ async fn speaker_track(
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("audio/ogg"),
+        );
+    }
+    if entry.row.private {
+        res.headers_mut().insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("private, no-cache"),
         );
     }
     Ok(res)

@@ -278,7 +278,7 @@ fn private_spaces_check_the_token_before_anything_is_allocated() {
         403
     );
     // none of that reached the waiting room or the listener count
-    assert_eq!(s.info(&id)["listeners"], 0);
+    assert_eq!(s.info_as(&id, &host)["listeners"], 0);
     let m = s.metrics();
     assert!(
         metric(&m, "tribune_listener_rejects_total", "token_invalid") >= 3.0,
@@ -304,7 +304,7 @@ fn private_spaces_check_the_token_before_anything_is_allocated() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
-    assert!(eventually(Duration::from_secs(3), || s.info(&id)
+    assert!(eventually(Duration::from_secs(3), || s.info_as(&id, &host)
         ["listeners"]
         == 2));
 }

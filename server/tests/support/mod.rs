@@ -145,6 +145,19 @@ impl Server {
         request(self.addr, "GET", &format!("/api/spaces/{id}"), &[], None).json()
     }
 
+    /// `GET /api/spaces/{id}` as JSON, with a token (private spaces).
+    pub fn info_as(&self, id: &str, token: &str) -> Value {
+        let auth = format!("Bearer {token}");
+        request(
+            self.addr,
+            "GET",
+            &format!("/api/spaces/{id}"),
+            &[("Authorization", &auth)],
+            None,
+        )
+        .json()
+    }
+
     /// Waits until the space's track holds more than `n` packets.
     pub fn wait_for_packets(&self, id: &str, n: u64) {
         let ok = eventually(Duration::from_secs(10), || {

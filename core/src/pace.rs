@@ -1,0 +1,135 @@
+//! Real-time pacing of a media sender.
+//!
+//! A source may send a little ahead of the wall clock (encoders buffer, a
+//! network hiccup is followed by a catch-up burst), but not without bound:
+//! a sender pushing pre-made audio as fast as it can would otherwise fill
+//! memory and the recording with hours of "live" audio in minutes. The
+//! pacer answers, for each packet, how long the caller must wait before
+//! accepting it; the IO shell waits (a TCP sender is slowed by
+//! backpressure) or drops (a datagram sender).
+
+/// 48 kHz samples per millisecond.
+const SAMPLES_PER_MS: u64 = 48;
+
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    /// Wall clock (ms) at which media position 0 was due.
+    anchor_ms: Option<u64>,
+    /// Media accepted so far, in 48 kHz samples.
+    media: u64,
+    ahead: u64,
+    behind: u64,
+}
+
+impl Pacer {
+    /// `ahead_ms`: how far media may run ahead of real time.
+    /// `behind_ms`: how much catch-up a late sender may bank (beyond it,
+    /// lost time is forgotten rather than made up in one burst).
+    pub fn new(ahead_ms: u64, behind_ms: u64) -> Pacer {
+        Pacer {
+            anchor_ms: None,
+            media: 0,
+            ahead: ahead_ms * SAMPLES_PER_MS,
+            behind: behind_ms * SAMPLES_PER_MS,
+        }
+    }
+
+    /// Media accepted so far, in 48 kHz samples.
+    pub fn media_samples(&self) -> u64 {
+        self.media
+    }
+
+    /// How far (ms) the accepted media runs ahead of real time at `now_ms`;
+    /// negative when behind.
+    pub fn lead_ms(&self, now_ms: u64) -> i64 {
+        let Some(anchor) = self.anchor_ms else {
+            return 0;
+        };
+        let elapsed = now_ms.saturating_sub(anchor) as i64;
+        (self.media / SAMPLES_PER_MS) as i64 - elapsed
+    }
+
+    /// A packet of `samples` arrives at `now_ms`. Returns 0 when it may be
+    /// accepted now (and accounts it), or the milliseconds to wait before
+    /// asking again (nothing is accounted).
+    pub fn admit(&mut self, now_ms: u64, samples: u64) -> u64 {
+        let anchor = *self.anchor_ms.get_or_insert(now_ms);
+        let elapsed = now_ms.saturating_sub(anchor) * SAMPLES_PER_MS;
+        if self.media + self.behind < elapsed {
+            // the sender fell far behind (it paused, or its link did):
+            // keep only `behind` of catch-up
+            let due = self.media + self.behind;
+            self.anchor_ms = Some(now_ms - due / SAMPLES_PER_MS);
+        }
+        let anchor = self.anchor_ms.unwrap_or(now_ms);
+        let elapsed = now_ms.saturating_sub(anchor) * SAMPLES_PER_MS;
+        let end = self.media + samples;
+        if end > elapsed + self.ahead {
+            let early = end - elapsed - self.ahead;
+            return early.div_ceil(SAMPLES_PER_MS).max(1);
+        }
+        self.media = end;
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: u64 = 960; // 20 ms
+
+    #[test]
+    fn a_real_time_sender_never_waits() {
+        let mut p = Pacer::new(2_000, 5_000);
+        for i in 0..1_000u64 {
+            assert_eq!(p.admit(10_000 + i * 20, FRAME), 0, "packet {i}");
+        }
+        assert_eq!(p.media_samples(), 1_000 * FRAME);
+    }
+
+    #[test]
+    fn a_fast_sender_gets_the_allowance_then_real_time() {
+        let mut p = Pacer::new(2_000, 5_000);
+        // everything at once: 2 s of allowance plus the first packet pass
+        let mut accepted = 0;
+        while p.admit(0, FRAME) == 0 {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 100, "2 s of 20 ms packets");
+        // the wait is what it takes for the next packet to be due
+        assert_eq!(p.admit(0, FRAME), 20);
+        assert_eq!(p.admit(20, FRAME), 0);
+        assert!(p.admit(20, FRAME) > 0);
+        // over 60 s of wall clock, at most 60 s + the allowance is accepted
+        let mut now = 20;
+        while now < 60_000 {
+            match p.admit(now, FRAME) {
+                0 => {}
+                wait => now += wait,
+            }
+        }
+        assert!(p.media_samples() <= (60_000 + 2_000 + 20) * 48);
+        assert!(p.lead_ms(now) <= 2_000);
+    }
+
+    #[test]
+    fn catch_up_after_a_hiccup_is_bounded() {
+        let mut p = Pacer::new(2_000, 5_000);
+        for i in 0..50u64 {
+            assert_eq!(p.admit(i * 20, FRAME), 0);
+        }
+        // a 3 s stall, then the backlog arrives at once: all of it passes
+        let now = 1_000 + 3_000;
+        for _ in 0..150 {
+            assert_eq!(p.admit(now, FRAME), 0);
+        }
+        // a 60 s silence: only 5 s + 2 s may be made up in one burst
+        let now = 4_000 + 60_000;
+        let mut burst = 0;
+        while p.admit(now, FRAME) == 0 {
+            burst += 1;
+        }
+        assert_eq!(burst, 350, "7 s of 20 ms packets");
+    }
+}
