@@ -40,7 +40,8 @@ fn play_in_chromium(page_url: &str, seconds: u32, shot: &str) -> serde_json::Val
 fn chromium_audio_plays_live_and_replay() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Browser check");
-    let mut source = ffmpeg_source(s.addr, &id, &host, 8.0, 440);
+    // long enough for a loaded machine's Chromium to start and play 4 s
+    let mut source = ffmpeg_source(s.addr, &id, &host, 40.0, 440);
     s.wait_for_packets(&id, 50);
     let live = play_in_chromium(&s.url(&format!("/spaces/{id}")), 4, "listener-live.png");
     assert!(
@@ -52,6 +53,7 @@ fn chromium_audio_plays_live_and_replay() {
     assert_eq!(live["paused"], false, "{live}");
     let played = live["currentTime"].as_f64().unwrap() - live["start"].as_f64().unwrap();
     assert!(played >= 2.5, "live audio advanced only {played} s: {live}");
+    let _ = source.kill();
     let _ = source.wait();
     s.end_space(&id, &host);
 
@@ -62,9 +64,10 @@ fn chromium_audio_plays_live_and_replay() {
     );
     assert_eq!(replay["error"], serde_json::Value::Null, "{replay}");
     let duration = replay["duration"].as_f64().unwrap_or(0.0);
+    let recorded = s.info(&id)["duration_ms"].as_f64().unwrap() / 1000.0;
     assert!(
-        (duration - 8.0).abs() < 0.3,
-        "replay duration {duration}: {replay}"
+        recorded > 4.0 && (duration - recorded).abs() < 0.3,
+        "replay duration {duration}, recorded {recorded}: {replay}"
     );
     assert!(replay["currentTime"].as_f64().unwrap() >= 1.0, "{replay}");
 

@@ -28,7 +28,9 @@ try {
     const events = [];
     for (const e of ["playing", "waiting", "stalled", "error", "ended"]) a.addEventListener(e, () => events.push(e));
     let playError = null;
-    try { await a.play(); } catch (e) { playError = String(e); }
+    // play() settles when sound starts: bounded, so a silent stream fails the check instead of hanging
+    const timeout = new Promise((_, no) => setTimeout(() => no(new Error("no sound within 20 s")), 20000));
+    try { await Promise.race([a.play(), timeout]); } catch (e) { playError = String(e); }
     const start = a.currentTime;
     await new Promise(r => setTimeout(r, secs * 1000));
     return { src: a.currentSrc, start, currentTime: a.currentTime, paused: a.paused, readyState: a.readyState,
