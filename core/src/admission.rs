@@ -97,12 +97,53 @@ pub fn subnet_of(ip: IpAddr) -> Subnet {
     }
 }
 
-type JoinLimiter = RateLimiter<
+type KeyedLimiter = RateLimiter<
     IpAddr,
     HashMapStateStore<IpAddr>,
     FakeRelativeClock,
     governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
 >;
+
+/// A per-IP rate (GCRA, via governor) on the caller's clock.
+pub struct IpRate {
+    limiter: KeyedLimiter,
+    clock: FakeRelativeClock,
+    clock_ms: u64,
+}
+
+impl IpRate {
+    /// `per_sec` sustained with bursts of `burst`; `None` when `per_sec`
+    /// is 0 (unlimited).
+    pub fn new(per_sec: u32, burst: u32) -> Option<IpRate> {
+        let rate = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let clock = FakeRelativeClock::default();
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Some(IpRate {
+            limiter: RateLimiter::new(quota, HashMapStateStore::default(), clock.clone()),
+            clock,
+            clock_ms: 0,
+        })
+    }
+
+    /// One event from `ip` at `now_ms` (monotonic): `Err(ms)` to wait.
+    pub fn check(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), u64> {
+        if now_ms > self.clock_ms {
+            self.clock
+                .advance(Duration::from_millis(now_ms - self.clock_ms));
+            self.clock_ms = now_ms;
+        }
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
+            wait.as_millis() as u64
+        })
+    }
+
+    /// Forgets addresses that have been quiet (bounds memory).
+    pub fn forget_idle(&mut self) {
+        self.limiter.retain_recent();
+    }
+}
 
 pub struct Door {
     cfg: DoorConfig,
@@ -110,21 +151,12 @@ pub struct Door {
     per_subnet: HashMap<Subnet, u32>,
     passes: HashMap<IpAddr, Passes>,
     subnet_passes: HashMap<Subnet, u32>,
-    joins: Option<(JoinLimiter, FakeRelativeClock)>,
-    clock_ms: u64,
+    joins: Option<IpRate>,
 }
 
 impl Door {
     pub fn new(cfg: DoorConfig) -> Door {
-        let joins = NonZeroU32::new(cfg.joins_per_ip_per_sec).map(|rate| {
-            let burst = NonZeroU32::new(cfg.join_burst).unwrap_or(rate);
-            let clock = FakeRelativeClock::default();
-            let quota = Quota::per_second(rate).allow_burst(burst);
-            (
-                RateLimiter::new(quota, HashMapStateStore::default(), clock.clone()),
-                clock,
-            )
-        });
+        let joins = IpRate::new(cfg.joins_per_ip_per_sec, cfg.join_burst);
         Door {
             cfg,
             per_ip: HashMap::new(),
@@ -132,7 +164,6 @@ impl Door {
             passes: HashMap::new(),
             subnet_passes: HashMap::new(),
             joins,
-            clock_ms: 0,
         }
     }
 
@@ -260,26 +291,19 @@ impl Door {
 
     /// A listener join from `ip` at `now_ms` (monotonic).
     pub fn join(&mut self, ip: IpAddr, now_ms: u64) -> Result<(), Refusal> {
-        let Some((limiter, clock)) = &self.joins else {
-            return Ok(());
-        };
-        if now_ms > self.clock_ms {
-            clock.advance(Duration::from_millis(now_ms - self.clock_ms));
-            self.clock_ms = now_ms;
+        match self.joins.as_mut() {
+            None => Ok(()),
+            Some(rate) => rate
+                .check(ip, now_ms)
+                .map_err(|retry_after_ms| Refusal::JoinRate { retry_after_ms }),
         }
-        limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(clock));
-            Refusal::JoinRate {
-                retry_after_ms: wait.as_millis() as u64,
-            }
-        })
     }
 
     /// Forgets rate state of IPs that have been quiet, and passes that
     /// expired unused (bounds memory).
     pub fn forget_idle(&mut self, now_ms: u64) {
-        if let Some((limiter, _)) = &self.joins {
-            limiter.retain_recent();
+        if let Some(rate) = self.joins.as_mut() {
+            rate.forget_idle();
         }
         let stale: Vec<IpAddr> = self
             .passes

@@ -12,6 +12,14 @@
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
+/// The last chunk of an HTTP/1.1 chunked body (no trailers).
+pub const CHUNKED_END: &[u8] = b"0\r\n\r\n";
+
+/// The size line before an HTTP/1.1 chunk of `len` bytes.
+pub fn chunk_head(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Chunk {
     /// `<hex length>\r\n<payload>\r\n`
@@ -78,9 +86,9 @@ impl ChunkRing {
             return None;
         }
         let len: usize = self.staged.iter().map(Bytes::len).sum();
-        let prefix = format!("{len:x}\r\n");
+        let prefix = chunk_head(len);
         let mut buf = BytesMut::with_capacity(prefix.len() + len + 2);
-        buf.extend_from_slice(prefix.as_bytes());
+        buf.extend_from_slice(&prefix);
         for page in self.staged.drain(..) {
             buf.extend_from_slice(&page);
         }

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod fanout;
 pub mod jitter;
+pub mod listener;
 pub mod pace;
 pub mod space;
 pub mod stage;

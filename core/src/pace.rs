@@ -10,6 +10,9 @@
 
 /// 48 kHz samples per millisecond.
 const SAMPLES_PER_MS: u64 = 48;
+/// A sender's clock may run this much faster than ours (a sound card's
+/// crystal), per unit of elapsed time, on top of the lead.
+const DRIFT_DIVISOR: u64 = 100;
 
 #[derive(Clone, Debug)]
 pub struct Pacer {
@@ -22,15 +25,18 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// `ahead_ms`: how far media may run ahead of real time.
+    /// `ahead_ms`: how far media may run ahead of real time (plus 1% of
+    /// the elapsed time, for a sender's clock running fast).
     /// `behind_ms`: how much catch-up a late sender may bank (beyond it,
-    /// lost time is forgotten rather than made up in one burst).
+    /// lost time is forgotten rather than made up in one burst);
+    /// `u64::MAX` when the media's own timeline has gaps that must stay
+    /// gaps (a speaker who stops sending while muted).
     pub fn new(ahead_ms: u64, behind_ms: u64) -> Pacer {
         Pacer {
             anchor_ms: None,
             media: 0,
-            ahead: ahead_ms * SAMPLES_PER_MS,
-            behind: behind_ms * SAMPLES_PER_MS,
+            ahead: ahead_ms.saturating_mul(SAMPLES_PER_MS),
+            behind: behind_ms.saturating_mul(SAMPLES_PER_MS),
         }
     }
 
@@ -54,19 +60,25 @@ impl Pacer {
     /// asking again (nothing is accounted).
     pub fn admit(&mut self, now_ms: u64, samples: u64) -> u64 {
         let anchor = *self.anchor_ms.get_or_insert(now_ms);
-        let elapsed = now_ms.saturating_sub(anchor) * SAMPLES_PER_MS;
-        if self.media + self.behind < elapsed {
+        let elapsed = now_ms.saturating_sub(anchor).saturating_mul(SAMPLES_PER_MS);
+        let due = self.media.saturating_add(self.behind);
+        if due < elapsed {
             // the sender fell far behind (it paused, or its link did):
             // keep only `behind` of catch-up
-            let due = self.media + self.behind;
-            self.anchor_ms = Some(now_ms - due / SAMPLES_PER_MS);
+            self.anchor_ms = Some(now_ms.saturating_sub(due / SAMPLES_PER_MS));
         }
         let anchor = self.anchor_ms.unwrap_or(now_ms);
-        let elapsed = now_ms.saturating_sub(anchor) * SAMPLES_PER_MS;
-        let end = self.media + samples;
-        if end > elapsed + self.ahead {
-            let early = end - elapsed - self.ahead;
-            return early.div_ceil(SAMPLES_PER_MS).max(1);
+        let elapsed = now_ms.saturating_sub(anchor).saturating_mul(SAMPLES_PER_MS);
+        let allowed = elapsed
+            .saturating_add(elapsed / DRIFT_DIVISOR)
+            .saturating_add(self.ahead);
+        let end = self.media.saturating_add(samples);
+        if end > allowed {
+            // the time at which `end` is allowed, at the drifting rate
+            let early = end - allowed;
+            return (early * DRIFT_DIVISOR / (DRIFT_DIVISOR + 1))
+                .div_ceil(SAMPLES_PER_MS)
+                .max(1);
         }
         self.media = end;
         0
@@ -109,8 +121,8 @@ mod tests {
                 wait => now += wait,
             }
         }
-        assert!(p.media_samples() <= (60_000 + 2_000 + 20) * 48);
-        assert!(p.lead_ms(now) <= 2_000);
+        assert!(p.media_samples() <= (60_000 + 600 + 2_000 + 20) * 48);
+        assert!(p.lead_ms(now) <= 2_000 + 600);
     }
 
     #[test]
@@ -124,12 +136,35 @@ mod tests {
         for _ in 0..150 {
             assert_eq!(p.admit(now, FRAME), 0);
         }
-        // a 60 s silence: only 5 s + 2 s may be made up in one burst
+        // a 60 s silence: only 5 s + 2 s (+1% of the 9 s since the anchor)
+        // may be made up in one burst
         let now = 4_000 + 60_000;
         let mut burst = 0;
         while p.admit(now, FRAME) == 0 {
             burst += 1;
         }
-        assert_eq!(burst, 350, "7 s of 20 ms packets");
+        assert_eq!(burst, 354, "7.09 s of 20 ms packets");
+    }
+
+    #[test]
+    fn a_timeline_with_gaps_keeps_them_when_nothing_is_banked() {
+        // a speaker's track: the granule follows the sender's clock
+        let mut p = Pacer::new(2_000, u64::MAX);
+        assert_eq!(p.admit(0, FRAME), 0);
+        // muted for a minute: the next packet comes with the gap in it
+        assert_eq!(p.admit(60_000, 60_000 * 48), 0);
+        // a sender 1% fast for an hour is still accepted
+        let mut q = Pacer::new(2_000, u64::MAX);
+        let mut now = 0;
+        for _ in 0..180_000 {
+            assert_eq!(q.admit(now, 970), 0, "at {now} ms");
+            now += 20;
+        }
+        // but not one from the future
+        assert!(q.admit(now, 10 * 48_000) > 0);
+        // absurd inputs neither overflow nor panic
+        let mut r = Pacer::new(u64::MAX, u64::MAX);
+        r.admit(u64::MAX, u64::MAX);
+        r.admit(0, u64::MAX);
     }
 }

@@ -121,8 +121,8 @@ async fn one_listener(
             return out;
         }
     };
-    out.status = Some(ans.status);
-    if ans.status != 200 {
+    out.status = Some(ans.status());
+    if ans.status() != 200 {
         return out;
     }
     out.admitted_at_ms = Some(unix_ms());

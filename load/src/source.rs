@@ -15,9 +15,9 @@ use bytes::{Bytes, BytesMut};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tribune_media::ogg_page::{write_page, PageHeader, FLAG_BOS, FLAG_EOS};
-use tribune_media::opus::{opus_tags, OpusHead};
-use tribune_media::package::EPOCH_TAG;
+use tribune_media::ogg_page::{write_page, PageHeader, FLAG_EOS};
+use tribune_media::opus::OpusHead;
+use tribune_media::package::{opus_header_pages, EPOCH_TAG};
 
 /// Opus frame (and packet) duration the program is encoded with.
 const FRAME_MS: u32 = 20;
@@ -119,43 +119,21 @@ impl Program {
     /// Pages 0 and 1: OpusHead (beginning of stream) and OpusTags with the
     /// wall clock (Unix ms) of granule 0.
     pub fn headers(&mut self, epoch_ms: u64) -> Bytes {
-        let mut out = BytesMut::with_capacity(256);
         let head = OpusHead {
             channels: 1,
             pre_skip: self.pre_skip,
             input_rate: RATE,
-        }
-        .to_bytes();
-        write_page(
-            &mut out,
-            PageHeader {
-                flags: FLAG_BOS,
-                granule: 0,
-                serial: self.serial,
-                sequence: 0,
-            },
-            &[&head],
-        );
-        let vendor = concat!("tribune-load ", env!("CARGO_PKG_VERSION"));
-        let tags = opus_tags(
-            vendor,
+        };
+        self.sequence = 2;
+        opus_header_pages(
+            self.serial,
+            head,
+            concat!("tribune-load ", env!("CARGO_PKG_VERSION")),
             &[
                 (EPOCH_TAG, epoch_ms.to_string()),
                 ("TITLE", "tribune-load source".to_string()),
             ],
-        );
-        write_page(
-            &mut out,
-            PageHeader {
-                flags: 0,
-                granule: 0,
-                serial: self.serial,
-                sequence: 1,
-            },
-            &[&tags],
-        );
-        self.sequence = 2;
-        out.freeze()
+        )
     }
 
     /// Encodes the next page's audio; `last` marks the end of the stream.
@@ -306,24 +284,13 @@ async fn read_answers<R: AsyncRead + Unpin>(mut rd: R, tx: mpsc::UnboundedSender
     loop {
         // one response head
         let (status, reason, len, used) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let len: Option<usize> = res
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
-                    break (
-                        res.code.unwrap_or(0),
-                        res.reason.unwrap_or("").to_string(),
-                        len,
-                        n,
-                    );
+            match tribune_client::parse_head(&buf) {
+                Ok(Some(head)) => {
+                    let len = head.content_length();
+                    break (head.status, head.reason, len, head.len);
                 }
-                Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => {}
-                Ok(_) | Err(_) => {
+                Ok(None) => {}
+                Err(_) => {
                     let text = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
                     let _ = tx.send(Said::Error(format!("not an HTTP answer: {text:?}")));
                     return;

@@ -174,7 +174,7 @@ async fn legit(
                 continue;
             }
         };
-        let status = ans.status;
+        let status = ans.status();
         with(&stats, "legit", |c| c.answered(status, ms_since(asked)));
         if status == 200 {
             let deadline = (Instant::now() + Duration::from_secs_f64(args.hold)).min(end);
@@ -193,6 +193,7 @@ async fn legit(
             return;
         }
         let retry: f64 = ans
+            .head
             .header("retry-after")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(2.0);
@@ -234,7 +235,7 @@ fn record_answer(
     with(stats, class, |c| {
         c.attempts += 1;
         match r {
-            Ok(a) => c.answered(a.status, ms_since(asked)),
+            Ok(a) => c.answered(a.status(), ms_since(asked)),
             Err(Failure::Unanswered) => c.unanswered += 1,
             Err(f) => c.answered(format!("{f:?}"), ms_since(asked)),
         }
@@ -246,22 +247,17 @@ async fn read_answer(sock: &mut tokio::net::TcpStream, by: Instant) -> Result<St
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
+        match tribune_client::parse_head(&buf) {
+            Ok(Some(head)) => return Ok(head.status.to_string()),
+            Err(_) => return Ok("not_http".to_string()),
+            Ok(None) => {}
+        }
         match tokio::time::timeout_at(by.into(), sock.read(&mut chunk)).await {
             Err(_) => return Err(Failure::Unanswered),
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() >= 12 {
-                    break;
-                }
-            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok("closed".to_string()),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let text = String::from_utf8_lossy(&buf);
-    Ok(text
-        .split_whitespace()
-        .nth(1)
-        .map_or("closed".to_string(), str::to_string))
 }
 
 async fn slowloris(target: Arc<Target>, ip: IpAddr, end: Instant, stats: Stats) {
@@ -344,7 +340,7 @@ async fn slow_reader(
     let Ok(mut ans) = r else {
         return record_answer(&stats, "slow_reader", r, asked);
     };
-    let status = ans.status;
+    let status = ans.status();
     with(&stats, "slow_reader", |c| {
         c.attempts += 1;
         c.answered(status, ms_since(asked));

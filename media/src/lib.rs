@@ -3,8 +3,10 @@
 
 pub mod chunked;
 pub mod demux;
+pub mod http1;
 pub mod mix;
 pub mod ogg_page;
 pub mod opus;
 pub mod package;
+pub mod program;
 pub mod recording;

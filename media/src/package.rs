@@ -16,10 +16,16 @@ pub const VENDOR: &str = concat!("tribune ", env!("CARGO_PKG_VERSION"));
 /// granule 0, so a client can compute its latency from any page's granule.
 pub const EPOCH_TAG: &str = "TRIBUNE_EPOCH_MS";
 
-/// Pages 0 and 1: OpusHead (beginning of stream) and OpusTags.
-pub fn header_pages(serial: u32, title: &str, epoch_ms: u64) -> Bytes {
+/// Pages 0 and 1 of every Ogg Opus stream Tribune writes (the program,
+/// speaker tracks, the load generator's source, test streams): OpusHead
+/// (beginning of stream) and OpusTags.
+pub fn opus_header_pages(
+    serial: u32,
+    head: OpusHead,
+    vendor: &str,
+    comments: &[(&str, String)],
+) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
-    let head = OpusHead::PROGRAM.to_bytes();
     write_page(
         &mut out,
         PageHeader {
@@ -28,14 +34,7 @@ pub fn header_pages(serial: u32, title: &str, epoch_ms: u64) -> Bytes {
             serial,
             sequence: 0,
         },
-        &[&head],
-    );
-    let tags = opus_tags(
-        VENDOR,
-        &[
-            (EPOCH_TAG, epoch_ms.to_string()),
-            ("TITLE", title.to_string()),
-        ],
+        &[&head.to_bytes()],
     );
     write_page(
         &mut out,
@@ -45,9 +44,22 @@ pub fn header_pages(serial: u32, title: &str, epoch_ms: u64) -> Bytes {
             serial,
             sequence: 1,
         },
-        &[&tags],
+        &[&opus_tags(vendor, comments)],
     );
     out.freeze()
+}
+
+/// The program's header pages: its title, and the wall clock of granule 0.
+pub fn header_pages(serial: u32, title: &str, epoch_ms: u64) -> Bytes {
+    opus_header_pages(
+        serial,
+        OpusHead::PROGRAM,
+        VENDOR,
+        &[
+            (EPOCH_TAG, epoch_ms.to_string()),
+            ("TITLE", title.to_string()),
+        ],
+    )
 }
 
 /// Page sequence number of a group's page.

@@ -1,25 +1,27 @@
-//! Tribune's IO shell: the front door, ingest, fan-out, recorder, control
-//! plane and stage, around the sans-IO core (`tribune-core`) and the media
-//! formats (`tribune-media`). The `tribune` binary is `main.rs`.
+//! Tribune's IO shell around the sans-IO core (`tribune-core`) and the
+//! media formats (`tribune-media`). Its folders follow the flows:
+//! - `front/`: every connection's way in (budgets, the request head,
+//!   admission and its answers), and the two hot paths' doors;
+//! - `live/`: a live space's program, the fan-out to listeners, the recorder;
+//! - `stage/`: what feeds the program (WebRTC speakers, the mixer, Icecast
+//!   sources);
+//! - `control/`: the registry of spaces, the API, the store, credentials.
+//!
+//! `docs/ARCHITECTURE.md` walks a listener's bytes and a speaker's packet
+//! through them. The `tribune` binary is `main.rs`.
 
-pub mod admit;
-pub mod api;
-pub mod app;
-pub mod auth;
+pub mod clock;
 pub mod config;
-pub mod door;
-pub mod http;
-pub mod ingest;
-pub mod listen;
+pub mod control;
+pub mod front;
+pub mod health;
 pub mod live;
-pub mod recorder;
-pub mod rtc;
-pub mod shard;
 pub mod stage;
-pub mod store;
-pub mod whip;
 
 use config::Config;
+use control::{auth, spaces::App, store};
+use front::admit::Admission;
+use front::Lane;
 use tribune_core::token::{self, Claims, Role};
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -43,13 +45,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         None => None,
     };
     let rtc_addr = cfg.rtc_listen.unwrap_or(bound);
-    let rtc = rtc::RtcHub::bind(rtc_addr, cfg.rtc_public_ip)
+    let rtc = stage::RtcHub::bind(rtc_addr, cfg.rtc_public_ip)
         .await
         .map_err(|e| format!("cannot bind the stage's UDP port {rtc_addr}: {e}"))?;
-    let app = app::App::load(cfg, bound, store, secret, metrics, rtc)
+    let app = App::load(cfg, bound, store, secret, metrics, rtc)
         .await
         .map_err(|e| format!("cannot load spaces: {e}"))?;
-    let admin = Claims::new("admin", Role::Admin, None, app::now_secs(), 30 * 86_400);
+    let admin = Claims::new("admin", Role::Admin, None, clock::wall_secs(), 30 * 86_400);
     let admin_token = token::sign(&admin, &app.secret).map_err(|e| e.to_string())?;
     let base = app.base_url();
     if created {
@@ -61,21 +63,22 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     println!("tribune listening on {base}");
     println!("admin: {base}/#admin={admin_token}");
     println!("stage WebRTC on udp://{}", app.rtc.candidate);
-    let router = api::router(app.clone());
+    let admission = Admission::new(app.clone());
+    let router = control::router(app.clone()).merge(front::admit::routes(admission.clone()));
     if let Some(reserved) = reserved {
         if let Ok(addr) = reserved.local_addr() {
             println!("reserved lane (hosts, speakers, sources) on http://{addr}");
         }
-        tokio::spawn(door::serve(
-            app.clone(),
+        tokio::spawn(front::serve(
+            admission.clone(),
             reserved,
             router.clone(),
-            door::Lane::Reserved,
+            Lane::Reserved,
         ));
     }
-    tokio::spawn(admit::watch_health(app.clone()));
+    tokio::spawn(front::admit::watch_health(admission.clone()));
     tokio::select! {
-        _ = door::serve(app.clone(), listener, router, door::Lane::Public) => {}
+        _ = front::serve(admission, listener, router, Lane::Public) => {}
         _ = shutdown_signal() => {
             tracing::info!("shutting down; live recordings are durable up to the last fsync and resume on restart");
         }

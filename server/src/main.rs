@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tribune_core::token::{self, parse_ttl, Claims, Role};
+use tribune_server::clock::wall_secs;
 use tribune_server::config::Config;
-use tribune_server::{app, auth};
+use tribune_server::control::auth;
 
 #[derive(Parser)]
 #[command(
@@ -132,7 +133,7 @@ fn print_token(args: TokenArgs) -> Result<(), String> {
     }
     let secret = auth::load_secret(&args.data)?;
     let identity = args.identity.unwrap_or_else(|| role.as_str().to_string());
-    let claims = Claims::new(&identity, role, args.space.as_deref(), app::now_secs(), ttl);
+    let claims = Claims::new(&identity, role, args.space.as_deref(), wall_secs(), ttl);
     println!(
         "{}",
         token::sign(&claims, &secret).map_err(|e| e.to_string())?

@@ -6,13 +6,14 @@ pub mod whip;
 
 use bytes::BytesMut;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tribune_media::ogg_page::{scan_page, write_page, PageHeader, ScannedPage, FLAG_BOS};
-use tribune_media::opus::{opus_tags, OpusHead};
+use tribune_media::ogg_page::{scan_page, write_page, PageHeader, ScannedPage};
+use tribune_media::opus::OpusHead;
+use tribune_media::package::opus_header_pages;
 
 pub struct Server {
     pub child: Child,
@@ -250,112 +251,8 @@ impl Drop for Server {
     }
 }
 
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    req.push_str("\r\n");
-    if let Some(b) = body {
-        req.push_str(b);
-    }
-    raw_request(addr, req.as_bytes(), Duration::from_secs(20))
-}
-
-/// Sends raw bytes and reads the response until the server closes.
-pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Response {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(timeout)).expect("timeout");
-    s.write_all(bytes).expect("send");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    parse_response(&buf)
-        .unwrap_or_else(|| panic!("no HTTP response in {:?}", String::from_utf8_lossy(&buf)))
-}
-
-pub fn parse_response(buf: &[u8]) -> Option<Response> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(buf).ok()? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return None,
-    };
-    let headers: Vec<(String, String)> = res
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let mut body = buf[len..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Some(Response {
-        status: res.code?,
-        headers,
-        body,
-    })
-}
-
-pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(httparse::Status::Complete((used, size))) = httparse::parse_chunk_size(data) {
-        let size = size as usize;
-        if size == 0 || data.len() < used + size + 2 {
-            out.extend_from_slice(&data[used.min(data.len())..(used + size).min(data.len())]);
-            break;
-        }
-        out.extend_from_slice(&data[used..used + size]);
-        data = &data[used + size + 2..];
-    }
-    out
-}
+#[allow(unused_imports)] // each test binary uses a part
+pub use tribune_client::blocking::{parse_response, raw_request, request, Response};
 
 pub fn require_tool(name: &str) {
     let ok = Command::new(name)
@@ -481,28 +378,8 @@ pub fn tone_presence(samples: &[i16], freq: f64) -> f64 {
 /// A synthetic Ogg Opus stream: valid framing, `packets` CELT 20 ms packets
 /// of `size` bytes. For tests that need volume, not sound.
 pub fn synthetic_ogg_opus(packets: usize, size: usize) -> Vec<u8> {
-    let mut out = BytesMut::new();
     let serial = 77;
-    write_page(
-        &mut out,
-        PageHeader {
-            flags: FLAG_BOS,
-            granule: 0,
-            serial,
-            sequence: 0,
-        },
-        &[&OpusHead::PROGRAM.to_bytes()],
-    );
-    write_page(
-        &mut out,
-        PageHeader {
-            flags: 0,
-            granule: 0,
-            serial,
-            sequence: 1,
-        },
-        &[&opus_tags("test", &[])],
-    );
+    let mut out = BytesMut::from(&opus_header_pages(serial, OpusHead::PROGRAM, "test", &[])[..]);
     let mut payload = vec![0u8; size];
     payload[0] = 31 << 3; // CELT fullband 20 ms, one frame
     for (i, p) in (0..packets).enumerate() {

@@ -1,9 +1,9 @@
-//! The HTTP pieces the front door handles itself: the request head, raw
-//! responses, and request-body framing (length, chunked, or until close).
+//! HTTP/1 request heads and request-body framing (RFC 9112), sans-IO:
+//! what the front door parses before anything else is allocated, and how
+//! a source's upload body ends (length, chunked, or until close).
 
+use crate::chunked::{ChunkedDecoder, ChunkedError};
 use bytes::{Buf, BytesMut};
-use serde_json::Value;
-pub use tribune_media::chunked::{ChunkedDecoder, ChunkedError};
 
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -67,59 +67,6 @@ impl RequestHead {
             .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
-}
-
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        307 => "Temporary Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        429 => "Too Many Requests",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
-}
-
-/// A complete response with a JSON body; the connection is closed after it.
-pub fn json_response(status: u16, extra: &[(&str, String)], body: &Value) -> Vec<u8> {
-    full_response(status, "application/json", extra, &body.to_string())
-}
-
-pub fn html_response(status: u16, extra: &[(&str, String)], body: &str) -> Vec<u8> {
-    full_response(status, "text/html; charset=utf-8", extra, body)
-}
-
-fn full_response(status: u16, content_type: &str, extra: &[(&str, String)], body: &str) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    out.push_str(&format!("Content-Type: {content_type}\r\n"));
-    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    out.push_str(
-        "Connection: close\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n",
-    );
-    for (k, v) in extra {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
-pub fn error_response(status: u16, message: &str) -> Vec<u8> {
-    json_response(status, &[], &serde_json::json!({ "error": message }))
 }
 
 /// How a request body ends.

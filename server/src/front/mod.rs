@@ -1,18 +1,22 @@
 //! The front door: every TCP connection starts here.
 //!
-//! The request head is read under a deadline and a size cap before anything
-//! else is allocated. The two hot paths, listening (`live.opus`) and source
-//! ingest, are served directly on the socket like Icecast does (no chunked
-//! encoding, no per-request framework cost; sources may send bodies with no
-//! length at all). Every other request is handed, with the bytes already
-//! read, to hyper and the axum router.
+//! A connection first takes its place in the budgets (`admit.rs`); its
+//! request head is read under a deadline and a size cap before anything
+//! else is allocated (`head.rs`). The two hot paths, listening
+//! (`listen.rs`) and sources (`source.rs`), are served directly on the
+//! socket like Icecast does (no per-request framework cost; sources may
+//! send bodies with no length at all). Every other request is handed, with
+//! the bytes already read, to hyper and the axum router (`control`).
 
-use crate::admit;
-use crate::app::App;
-use crate::http::{error_response, RequestHead};
-use crate::{ingest, listen};
+pub mod admit;
+pub mod head;
+pub mod listen;
+pub mod source;
+
+use admit::{Admission, ConnGuard};
 use axum::Router;
 use bytes::{Buf, Bytes, BytesMut};
+use head::{error_response, read_head, RequestHead};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::io;
@@ -21,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Which accept path a connection came in on.
@@ -46,17 +50,17 @@ fn refuse_at_accept(sock: &TcpStream, reason: &'static str) {
         ),
     };
     let retry = [("Retry-After", "5".to_string())];
-    let body = crate::http::json_response(status, &retry, &serde_json::json!({ "error": message }));
+    let body = head::json_response(status, &retry, &serde_json::json!({ "error": message }));
     let _ = sock.try_write(&body);
 }
 
-pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router, lane: Lane) {
+pub async fn serve(admission: Arc<Admission>, listener: TcpListener, router: Router, lane: Lane) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
                 let guard = match lane {
-                    Lane::Public => admit::open_public(&app, peer.ip()),
-                    Lane::Reserved => admit::open_reserved(&app),
+                    Lane::Public => admission.open_public(peer.ip()),
+                    Lane::Reserved => admission.open_reserved(),
                 };
                 let guard = match guard {
                     Ok(g) => g,
@@ -65,9 +69,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, router: Router, lane: L
                         continue;
                     }
                 };
-                let app = app.clone();
+                let admission = admission.clone();
                 let router = router.clone();
-                tokio::spawn(connection(app, router, sock, peer, lane, guard));
+                tokio::spawn(connection(admission, router, sock, peer, lane, guard));
             }
             Err(e) => {
                 // Out of file descriptors: back off instead of spinning.
@@ -102,15 +106,17 @@ fn route(head: &RequestHead) -> Route<'_> {
 /// Serves one connection; `guard` holds its place in the connection budgets
 /// until it closes (a listener hands it to its streaming task).
 async fn connection(
-    app: Arc<App>,
+    admission: Arc<Admission>,
     router: Router,
     mut sock: TcpStream,
     peer: SocketAddr,
     lane: Lane,
-    guard: admit::ConnGuard,
+    guard: ConnGuard,
 ) {
     let _ = sock.set_nodelay(true);
-    let (head, head_len, buf) = match read_head(&app, &mut sock).await {
+    let cfg = &admission.app.cfg;
+    let timeout = Duration::from_millis(cfg.header_timeout_ms);
+    let (head, head_len, buf) = match read_head(&mut sock, cfg.max_header_bytes, timeout).await {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
         Err((status, message)) => {
@@ -130,41 +136,46 @@ async fn connection(
         Route::Listen(id) => {
             let (id, req) = (id.to_string(), listen::ListenRequest::of(&head));
             drop((head, buf));
-            listen::serve(&app, sock, req, &id, peer, guard).await
+            listen::serve(&admission, sock, req, &id, peer, guard).await
         }
         Route::Source(id) => {
             let id = id.to_string();
             let mut body = buf;
             body.advance(head_len);
-            ingest_boxed(app, sock, head, id, body, peer).await
+            source_boxed(admission.app.clone(), sock, head, id, body, peer).await
         }
-        Route::Other => serve_http(app, router, sock, buf, peer).await,
+        Route::Other => {
+            let timeout = Duration::from_millis(cfg.header_timeout_ms);
+            let max_buf = cfg.max_header_bytes.max(8192);
+            serve_http(router, sock, buf, peer, timeout, max_buf).await
+        }
     }
 }
 
 type Boxed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-// The ingest and HTTP branches run as boxed futures built outside any
+// The source and HTTP branches run as boxed futures built outside any
 // async fn, so a connection's task is sized by what a listener needs, not
 // by the largest branch (a listener's task size is most of its memory).
 
-fn ingest_boxed(
-    app: Arc<App>,
+fn source_boxed(
+    app: Arc<crate::control::spaces::App>,
     sock: TcpStream,
     head: RequestHead,
     id: String,
     body: BytesMut,
     peer: SocketAddr,
 ) -> Boxed {
-    Box::pin(async move { ingest::serve(&app, sock, &head, &id, body, peer).await })
+    Box::pin(async move { source::serve(&app, sock, &head, &id, body, peer).await })
 }
 
 fn serve_http(
-    app: Arc<App>,
     router: Router,
     sock: TcpStream,
     buf: BytesMut,
     peer: SocketAddr,
+    header_timeout: Duration,
+    max_buf: usize,
 ) -> Boxed {
     Box::pin(async move {
         let io = Prefixed {
@@ -176,45 +187,14 @@ fn serve_http(
         let service = TowerToHyperService::new(router);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(app.cfg.header_timeout_ms))
-            .max_buf_size(app.cfg.max_header_bytes.max(8192))
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_buf)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         if let Err(e) = conn.await {
             tracing::debug!(%peer, error = %e, "http connection ended with an error");
         }
     })
-}
-
-type HeadResult = Result<Option<(RequestHead, usize, BytesMut)>, (u16, &'static str)>;
-
-/// Reads and parses the request head. `Ok(None)`: the peer left silently.
-async fn read_head(app: &App, sock: &mut TcpStream) -> HeadResult {
-    let limit = app.cfg.max_header_bytes;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.header_timeout_ms);
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        let read = tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await;
-        match read {
-            Err(_) => return Err((408, "request head not received in time")),
-            Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
-            Ok(Ok(_)) => {}
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let head = RequestHead::from_parsed(&req).ok_or((400, "malformed request line"))?;
-                return Ok(Some((head, len, buf)));
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= limit => {
-                return Err((431, "request head too large"));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err((431, "too many request headers")),
-            Err(_) => return Err((400, "malformed HTTP request")),
-        }
-    }
 }
 
 /// A socket whose first bytes were already read by the door.

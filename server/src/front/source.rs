@@ -1,20 +1,23 @@
-//! `PUT /spaces/{id}/source` (and the legacy `SOURCE` method): Icecast's
-//! source protocol carrying Ogg/Opus, so ffmpeg, liquidsoap, butt and OBS
-//! publish unchanged.
+//! `PUT /spaces/{id}/source` (and the legacy `SOURCE` method) at the
+//! door: Icecast's source protocol, so ffmpeg, liquidsoap, butt and OBS
+//! publish unchanged. The credentials, the space's state and the body's
+//! framing are checked here and the answer is written here; the audio
+//! itself goes through `stage::ingest`.
 
-use crate::app::{now_ms, now_secs, App};
-use crate::auth::{self, AuthError};
-use crate::http::{error_response, json_response, BodyFraming, RequestHead};
+use super::head::{error_response, json_response, BodyFraming, RequestHead};
+use crate::clock::wall_secs;
+use crate::control::auth::{self, AuthError};
+use crate::control::spaces::App;
+use crate::stage::ingest::{self, Upload};
 use bytes::BytesMut;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tribune_core::space::SpaceState;
 use tribune_core::token::Role;
-use tribune_media::demux::Demuxer;
 
 async fn refuse(
     sock: &mut TcpStream,
@@ -36,11 +39,11 @@ pub async fn serve(
     mut sock: TcpStream,
     head: &RequestHead,
     id: &str,
-    mut buf: BytesMut,
+    buf: BytesMut,
     peer: SocketAddr,
 ) {
     let claims = auth::token_from_header(head.header("authorization"))
-        .and_then(|t| auth::verify(&app.secret, &t, now_secs()))
+        .and_then(|t| auth::verify(&app.secret, &t, wall_secs()))
         .and_then(|c| {
             auth::require(&c, id, Role::Speaker, "publishing a source to this space").map(|_| c)
         });
@@ -66,8 +69,8 @@ pub async fn serve(
         )
         .await;
     };
-    let live = match (entry.row.state, entry.live) {
-        (SpaceState::Live, Some(live)) => live,
+    let on_air = match (entry.row.state, entry.live) {
+        (SpaceState::Live, Some(on_air)) => on_air,
         (SpaceState::Scheduled, _) => {
             let msg = format!(
                 "space is scheduled, not live: start it first (POST /api/spaces/{id}/start)"
@@ -76,12 +79,12 @@ pub async fn serve(
         }
         _ => return refuse(&mut sock, 410, "space has ended", "ended", &[]).await,
     };
-    let mut framing = match BodyFraming::of(head) {
+    let framing = match BodyFraming::of(head) {
         Ok(f) => f,
         Err(msg) => return refuse(&mut sock, 400, &msg, "framing", &[]).await,
     };
-    let Some(mut slot) = live.claim_source() else {
-        let msg = if live.is_ending() {
+    let Some(slot) = on_air.space.claim_source() else {
+        let msg = if on_air.space.is_ending() {
             "space is ending"
         } else {
             "another source is already connected to this space"
@@ -106,65 +109,12 @@ pub async fn serve(
         return;
     }
 
-    let stall = Duration::from_millis(app.cfg.source_stall_ms);
-    let mut ending = live.subscribe_ending();
-    let mut demux = Demuxer::new();
-    let mut body = Vec::with_capacity(16 * 1024);
-    let mut packets = Vec::new();
-    let mut total_packets = 0u64;
-    let paced_ms = metrics::counter!("tribune_source_paced_ms_total", "space" => id.to_string());
-    let outcome: Result<&'static str, (u16, String, &'static str)> = 'read: loop {
-        body.clear();
-        let complete = match framing.decode(&mut buf, &mut body) {
-            Ok(done) => done,
-            Err(e) => break Err((400, e.to_string(), "framing")),
-        };
-        if !body.is_empty() {
-            packets.clear();
-            let result = demux.push(&body, &mut packets);
-            total_packets += packets.len() as u64;
-            // real time: what runs ahead waits (and so does the sender)
-            let mut from = 0;
-            while from < packets.len() {
-                let now = now_ms();
-                let mut to = from;
-                let mut wait = 0;
-                while to < packets.len() {
-                    wait = slot.pace(now, u64::from(packets[to].duration));
-                    if wait > 0 {
-                        break;
-                    }
-                    to += 1;
-                }
-                slot.push(&packets[from..to], now);
-                from = to;
-                if wait > 0 {
-                    paced_ms.increment(wait);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                        _ = ending.changed() => break 'read Ok("space_ended"),
-                    }
-                }
-            }
-            if let Err(e) = result {
-                break Err((e.http_status(), e.to_string(), "bad_stream"));
-            }
-        }
-        if complete {
-            break Ok("complete");
-        }
-        buf.reserve(16 * 1024);
-        tokio::select! {
-            read = tokio::time::timeout(stall, sock.read_buf(&mut buf)) => match read {
-                Err(_) => break Err((408, format!("source sent nothing for {} ms", stall.as_millis()), "stalled")),
-                Ok(Ok(0)) => break Ok("closed"),
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => break Ok("reset"),
-            },
-            _ = ending.changed() => break Ok("space_ended"),
-        }
+    let upload = Upload {
+        framing,
+        buf,
+        stall: Duration::from_millis(app.cfg.source_stall_ms),
     };
-    drop(slot);
+    let (outcome, total_packets) = ingest::receive(&mut sock, &on_air, slot, upload).await;
     match outcome {
         Ok(how) => {
             metrics::counter!("tribune_source_sessions_total", "result" => how).increment(1);

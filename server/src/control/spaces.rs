@@ -1,34 +1,32 @@
-//! Shared node state: configuration, the control-plane store, the signing
-//! secret and the registry of spaces (with the live ones' hubs).
+//! The node's registry of spaces: configuration, the control-plane store,
+//! the signing secret, and each space with, while it is live, its program
+//! and its stage. Start and end go through here, once each.
 
-use crate::admit::Admission;
+use super::store::{SpaceRow, Store};
+use crate::clock::{wall_ms, Mono};
 use crate::config::Config;
+use crate::health::Health;
 use crate::live::LiveSpace;
-use crate::rtc::RtcHub;
-use crate::store::{SpaceRow, Store};
+use crate::stage::{RtcHub, StageHub};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tribune_core::admission::IpRate;
 use tribune_core::space::{SpaceState, Transition};
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub fn now_secs() -> u64 {
-    now_ms() / 1000
+/// A live space on this node: its program, and the stage feeding it.
+#[derive(Clone)]
+pub struct OnAir {
+    pub space: Arc<LiveSpace>,
+    pub stage: Arc<StageHub>,
 }
 
 #[derive(Clone)]
 pub struct SpaceEntry {
     pub row: SpaceRow,
-    pub live: Option<Arc<LiveSpace>>,
+    pub live: Option<OnAir>,
 }
 
 pub struct App {
@@ -39,25 +37,16 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// The stage's WebRTC peers, on one UDP port.
     pub rtc: RtcHub,
+    /// What the node measures about itself (listeners, write backlog,
+    /// flush lag) and whether that allows more listeners.
+    pub health: Arc<Health>,
+    /// The node's monotonic clock (rate limits).
+    pub mono: Mono,
+    /// Requests to speak per address: anonymous, so rate-limited like joins.
+    pub request_rate: Mutex<Option<IpRate>>,
     spaces: RwLock<HashMap<String, SpaceEntry>>,
     /// Serialises start/end so a space is never opened or finished twice.
     transitions: tokio::sync::Mutex<()>,
-    /// Listeners connected to this node, over all spaces.
-    pub listeners: AtomicUsize,
-    /// Connection caps, join rates and the waiting room.
-    pub admission: Mutex<Admission>,
-    /// Measured signals (memory, write backlog, flush lag) allow more listeners.
-    pub healthy: AtomicBool,
-    /// Identifies this run of the node (waiting-room tickets do not outlive it).
-    pub boot: u64,
-    started: Instant,
-    /// Open connections on the public port, and how many it may hold.
-    pub connections: AtomicUsize,
-    pub connection_budget: usize,
-    /// Open connections on the reserved lane.
-    pub reserved_connections: AtomicUsize,
-    /// Listeners currently waiting for their socket to accept data.
-    pub blocked_writers: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,61 +72,48 @@ impl App {
         metrics: PrometheusHandle,
         rtc: RtcHub,
     ) -> Result<Arc<App>, AppError> {
+        let health = Arc::new(Health::default());
         let mut map = HashMap::new();
         for mut row in store.all().await? {
             let mut live = None;
             if row.state == SpaceState::Live {
-                let hub =
-                    LiveSpace::open(&cfg, &cfg.data, &row.id, &row.title, row.peak_listeners)?;
+                let hub = LiveSpace::open(
+                    &cfg,
+                    health.clone(),
+                    &cfg.data,
+                    &row.id,
+                    &row.title,
+                    row.peak_listeners,
+                )?;
                 if hub.recorded_end() {
                     // the end reached the recording but not the database
                     hub.finish().await?;
                     row.packets = hub.packets();
                     row.duration_ms = hub.duration_ms();
                     row.state = SpaceState::Ended;
-                    row.ended_at = Some(now_ms());
+                    row.ended_at = Some(wall_ms());
                     store.update(&row).await?;
                 } else {
-                    live = Some(hub);
+                    let stage = StageHub::new(hub.clone(), rtc.clone(), &cfg.data);
+                    live = Some(OnAir { space: hub, stage });
                 }
             }
             map.insert(row.id.clone(), SpaceEntry { row, live });
         }
-        let file_limit = crate::admit::file_limit();
-        let connection_budget = cfg.connection_budget(file_limit);
-        if connection_budget < cfg.max_listeners {
-            tracing::warn!(
-                file_limit,
-                connection_budget,
-                max_listeners = cfg.max_listeners,
-                "the open-file limit caps this node below --max-listeners"
-            );
-        }
-        let admission = Admission::new(&cfg);
+        let request_rate = Mutex::new(IpRate::new(cfg.joins_per_ip_per_sec, cfg.join_burst));
         Ok(Arc::new(App {
-            admission: Mutex::new(admission),
-            healthy: AtomicBool::new(true),
-            boot: rand::random(),
-            started: Instant::now(),
-            connections: AtomicUsize::new(0),
-            connection_budget,
-            reserved_connections: AtomicUsize::new(0),
-            blocked_writers: AtomicUsize::new(0),
             cfg,
             bound,
             store,
             secret,
             metrics,
             rtc,
+            health,
+            mono: Mono::start(),
+            request_rate,
             spaces: RwLock::new(map),
             transitions: tokio::sync::Mutex::new(()),
-            listeners: AtomicUsize::new(0),
         }))
-    }
-
-    /// Milliseconds since this node started (the admission clock).
-    pub fn mono_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
     }
 
     pub fn base_url(&self) -> String {
@@ -176,7 +152,7 @@ impl App {
             title: title.to_string(),
             state: SpaceState::Scheduled,
             created_by: created_by.to_string(),
-            created_at: now_ms(),
+            created_at: wall_ms(),
             scheduled_at,
             started_at: None,
             ended_at: None,
@@ -207,14 +183,22 @@ impl App {
         let next = entry.row.state.apply(t)?;
         match t {
             Transition::Start => {
-                let live = LiveSpace::open(&self.cfg, &self.cfg.data, id, &entry.row.title, 0)?;
-                entry.row.started_at = Some(now_ms());
-                entry.live = Some(live);
+                let space = LiveSpace::open(
+                    &self.cfg,
+                    self.health.clone(),
+                    &self.cfg.data,
+                    id,
+                    &entry.row.title,
+                    0,
+                )?;
+                let stage = StageHub::new(space.clone(), self.rtc.clone(), &self.cfg.data);
+                entry.row.started_at = Some(wall_ms());
+                entry.live = Some(OnAir { space, stage });
             }
             Transition::End => {
-                if let Some(live) = entry.live.take() {
+                if let Some(OnAir { space: live, .. }) = entry.live.take() {
                     let bytes = live.finish().await?;
-                    entry.row.peak_listeners = live.peak_listeners.load(Ordering::Relaxed) as u64;
+                    entry.row.peak_listeners = live.peak_listeners() as u64;
                     entry.row.packets = live.packets();
                     entry.row.duration_ms = live.duration_ms();
                     tracing::info!(
@@ -223,7 +207,7 @@ impl App {
                         "space ended; recording complete"
                     );
                 }
-                entry.row.ended_at = Some(now_ms());
+                entry.row.ended_at = Some(wall_ms());
             }
         }
         entry.row.state = next;

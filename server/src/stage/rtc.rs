@@ -2,6 +2,7 @@
 //! UDP port. str0m holds each peer's protocol state (ICE-lite, DTLS, SRTP,
 //! RTP); this task only moves datagrams, timeouts and audio in and out.
 
+use super::events::{MixInput, PeerEvent, PeerSink};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,24 +15,6 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-
-/// What a peer connection tells the space it belongs to.
-#[derive(Debug)]
-pub enum PeerEvent {
-    /// ICE and DTLS are up: media flows.
-    Connected { session: u64 },
-    /// One Opus frame from the speaker's microphone.
-    Audio {
-        session: u64,
-        seq: u64,
-        rtp_ts: u64,
-        payload: Bytes,
-    },
-    /// The peer hung up, timed out or was closed.
-    Closed { session: u64 },
-}
-
-pub type PeerSink = Box<dyn Fn(PeerEvent) + Send>;
 
 enum Command {
     Add {
@@ -244,13 +227,13 @@ impl Peer {
         match e {
             Event::Connected => {
                 self.connected = true;
-                (self.sink)(PeerEvent::Connected { session });
+                self.emit(PeerEvent::Connected { session });
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.rtc.disconnect();
             }
             Event::MediaData(d) if d.mid == self.audio && d.params.spec().codec == Codec::Opus => {
-                (self.sink)(PeerEvent::Audio {
+                self.emit(PeerEvent::Audio {
                     session,
                     seq: **d.seq_range.start(),
                     rtp_ts: d.time.numer(),
@@ -259,6 +242,11 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// A closed mixer (the space ended) just drops the event.
+    fn emit(&self, e: PeerEvent) {
+        let _ = self.sink.send(MixInput::Peer(e));
     }
 
     fn send(&mut self, rtp_ts: u64, payload: Bytes) {
@@ -335,7 +323,7 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
                         if let Some(i) = closed_early.iter().position(|s| *s == session) {
                             // closed (replaced, removed, deleted) before it got here
                             closed_early.swap_remove(i);
-                            sink(PeerEvent::Closed { session });
+                            let _ = sink.send(MixInput::Peer(PeerEvent::Closed { session }));
                             continue;
                         }
                         let mut peer = Peer { rtc: *rtc, audio, sink, timeout: now, added: now, connected: false };
@@ -380,7 +368,7 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::UnboundedReceiver<Comma
             }
             let alive = p.rtc.is_alive();
             if !alive {
-                (p.sink)(PeerEvent::Closed { session });
+                p.emit(PeerEvent::Closed { session });
             }
             alive
         });

@@ -1,11 +1,17 @@
 //! The stage over HTTP: WHIP (RFC 9725) sessions for speakers, the
 //! request-to-speak queue, host moderation, live stage events (SSE), and
-//! each speaker's recorded track.
+//! each speaker's recorded track. The sessions themselves are the stage
+//! hub's (`stage::hub`): these handlers check who asks and answer.
 
-use crate::api::{bearer, entry_or_404, readable_entry, space_json, ApiError, ApiResult, Shared};
-use crate::app::{now_ms, now_secs, App, SpaceEntry};
-use crate::auth;
-use crate::stage::{list_tracks, stage_role, track_title, tracks_dir};
+use super::auth;
+use super::spaces::{App, OnAir, SpaceEntry};
+use super::{
+    bearer, entry_or_404, ignore_unknown_range, readable_entry, space_json, ApiError, ApiResult,
+    Shared,
+};
+use crate::clock::{wall_ms, wall_secs};
+use crate::stage::tracks::{list_tracks, track_title, tracks_dir};
+use crate::stage::JoinError;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use tribune_core::space::SpaceState;
-use tribune_core::stage::{MutedBy, StageError, MAX_ON_STAGE};
+use tribune_core::stage::{MutedBy, StageError, StageRole, MAX_ON_STAGE};
 use tribune_core::token::{self, Claims, Role};
 
 pub fn routes() -> Router<Arc<App>> {
@@ -63,7 +69,11 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 fn stage_error(e: StageError) -> ApiError {
-    let status = match e {
+    ApiError::new(stage_status(&e), e.to_string())
+}
+
+fn stage_status(e: &StageError) -> StatusCode {
+    match e {
         StageError::Full | StageError::Pending => StatusCode::CONFLICT,
         StageError::Removed(_) | StageError::Declined | StageError::MutedByHost => {
             StatusCode::FORBIDDEN
@@ -73,20 +83,29 @@ fn stage_error(e: StageError) -> ApiError {
         StageError::TooManyFromYou => StatusCode::TOO_MANY_REQUESTS,
         StageError::Closed => StatusCode::CONFLICT,
         StageError::BadName => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, e.to_string())
+    }
 }
 
 /// The live space behind `id`, or why the stage is closed.
-fn live_entry(app: &App, id: &str) -> Result<(SpaceEntry, Arc<crate::live::LiveSpace>), ApiError> {
+fn live_entry(app: &App, id: &str) -> Result<(SpaceEntry, OnAir), ApiError> {
     let entry = entry_or_404(app, id)?;
     match (entry.row.state, entry.live.clone()) {
-        (SpaceState::Live, Some(live)) => Ok((entry, live)),
+        (SpaceState::Live, Some(on_air)) => Ok((entry, on_air)),
         (SpaceState::Scheduled, _) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the space is not live yet: the host starts it first",
         )),
         _ => Err(ApiError::new(StatusCode::GONE, "the space has ended")),
+    }
+}
+
+/// A stage role from a token: the space's creator is its host, other host
+/// tokens are co-hosts.
+fn stage_role(token_role: Role, identity: &str, created_by: &str) -> StageRole {
+    match token_role {
+        Role::Host | Role::Admin if identity == created_by => StageRole::Host,
+        Role::Host | Role::Admin => StageRole::Cohost,
+        _ => StageRole::Speaker,
     }
 }
 
@@ -112,42 +131,23 @@ async fn whip_offer(
             "send the SDP offer with Content-Type: application/sdp",
         ));
     }
-    let (entry, live) = live_entry(&app, &id)?;
+    let (entry, on_air) = live_entry(&app, &id)?;
     let offer = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text"))?;
-    let (rtc, audio, answer) = app.rtc.answer(offer).map_err(|e| {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let identity = claims.sub.clone();
+    let role = stage_role(claims.role, &identity, &entry.row.created_by);
+    let joined = on_air.stage.join(offer, &identity, role).map_err(|e| {
+        let status = match &e {
+            JoinError::Offer(o) => {
+                StatusCode::from_u16(o.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            JoinError::Stage(s) => stage_status(s),
+            JoinError::Ending | JoinError::Mixer(_) => StatusCode::CONFLICT,
+        };
         metrics::counter!("tribune_whip_rejects_total", "reason" => "offer").increment(1);
         ApiError::new(status, e.to_string())
     })?;
-    let identity = claims.sub.clone();
-    let role = stage_role(claims.role, &identity, &entry.row.created_by);
-    let session: u64 = rand::random::<u64>() >> 1;
-    let stage = &live.stage;
-    let (name, replaced, muted) = {
-        let mut st = stage.lock();
-        let name = st.display_name(&identity);
-        let replaced = st
-            .join(&identity, &name, role, session)
-            .map_err(stage_error)?;
-        let muted = st.member(&identity).is_some_and(|m| m.muted);
-        (name, replaced, muted)
-    };
-    if let Some(old) = replaced {
-        app.rtc.close(old);
-    }
-    let sink = match stage.attach(&live, &app.rtc, session, &identity, &name) {
-        Ok(sink) => sink,
-        Err(e) => {
-            stage.lock().leave(session);
-            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
-        }
-    };
-    app.rtc.add(session, rtc, audio, sink);
-    if muted {
-        stage.set_muted(session, true);
-    }
-    stage.changed();
+    let session = joined.session;
     metrics::counter!("tribune_whip_sessions_total").increment(1);
     tracing::info!(space = %id, %identity, session, ?role, "speaker joined the stage");
     Ok((
@@ -156,7 +156,7 @@ async fn whip_offer(
             (header::CONTENT_TYPE, "application/sdp".to_string()),
             (header::LOCATION, format!("/spaces/{id}/whip/{session:x}")),
         ],
-        answer,
+        joined.answer,
     )
         .into_response())
 }
@@ -174,11 +174,11 @@ async fn whip_delete(
         Role::Speaker,
         "ending a stage session in this space",
     )?;
-    let (_, live) = live_entry(&app, &id)?;
+    let (_, on_air) = live_entry(&app, &id)?;
     let session = u64::from_str_radix(&session, 16)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such WHIP session"))?;
     let member = {
-        let st = live.stage.lock();
+        let st = on_air.stage.lock();
         st.members().iter().find(|m| m.session == session).cloned()
     };
     let Some(member) = member else {
@@ -187,9 +187,7 @@ async fn whip_delete(
     if member.identity != claims.sub {
         auth::require(&claims, &id, Role::Host, "ending someone else's session")?;
     }
-    app.rtc.close(session);
-    live.stage.lock().leave(session);
-    live.stage.changed();
+    on_air.stage.leave(session);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -201,7 +199,7 @@ fn stage_json(app: &App, entry: &SpaceEntry) -> Value {
     let (members, requests, pending, open) = match &entry.live {
         Some(live) => {
             let mut st = live.stage.lock();
-            if st.expire(now_ms()) > 0 {
+            if st.expire(wall_ms()) > 0 {
                 live.stage.changed();
             }
             let members = serde_json::to_value(st.members()).unwrap_or(Value::Null);
@@ -315,10 +313,22 @@ async fn request_to_speak(
 ) -> ApiResult {
     // anonymous, so the same per-IP rate as joining keeps one client from
     // filling the host's queue
-    if let Err(r) = crate::admit::check_join_rate(&app, peer.ip()) {
-        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-        let retry = r.retry_after.unwrap_or(1).to_string();
-        return Ok((status, [(header::RETRY_AFTER, retry)], Json(r.body)).into_response());
+    let limited = app
+        .request_rate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .map_or(Ok(()), |rate| rate.check(peer.ip(), app.mono.ms()));
+    if let Err(wait_ms) = limited {
+        let secs = wait_ms.div_ceil(1000).max(1);
+        let body =
+            json!({"error": "too many requests from your address; slow down", "retry_after": secs});
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(body),
+        )
+            .into_response());
     }
     let (entry, live) = live_entry(&app, &id)?;
     if entry.row.private {
@@ -334,14 +344,14 @@ async fn request_to_speak(
     let rid = format!("{:08x}", rand::random::<u32>());
     live.stage
         .lock()
-        .request(&rid, &req.name, peer.ip(), now_ms())
+        .request(&rid, &req.name, peer.ip(), wall_ms())
         .map_err(stage_error)?;
     live.stage.changed();
     let claims = Claims::new(
         &request_ticket_subject(&rid),
         Role::Listener,
         Some(&id),
-        now_secs(),
+        wall_secs(),
         12 * 3600,
     );
     let ticket = token::sign(&claims, &app.secret)
@@ -467,7 +477,7 @@ async fn claim_token(
     let (_, live) = live_entry(&app, &id)?;
     let claimed = {
         let mut st = live.stage.lock();
-        st.touch(&rid, now_ms());
+        st.touch(&rid, wall_ms());
         st.claim(&rid)
     };
     let (identity, name) = match claimed {
@@ -488,7 +498,7 @@ async fn claim_token(
         }
         Err(e) => return Err(stage_error(e)),
     };
-    let claims = Claims::new(&identity, Role::Speaker, Some(&id), now_secs(), 12 * 3600);
+    let claims = Claims::new(&identity, Role::Speaker, Some(&id), wall_secs(), 12 * 3600);
     let token = token::sign(&claims, &app.secret)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({ "token": token, "identity": identity, "name": name })).into_response())
@@ -520,13 +530,9 @@ async fn mute(
     };
     let Json(req) = body?;
     let (_, live) = live_entry(&app, &id)?;
-    let session = live
-        .stage
-        .lock()
+    live.stage
         .mute(&identity, req.muted, by)
         .map_err(stage_error)?;
-    live.stage.set_muted(session, req.muted);
-    live.stage.changed();
     Ok(Json(json!({ "identity": identity, "muted": req.muted })).into_response())
 }
 
@@ -539,9 +545,7 @@ async fn remove(
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "moving speakers to the audience")?;
     let (_, live) = live_entry(&app, &id)?;
-    let member = live.stage.lock().remove(&identity).map_err(stage_error)?;
-    app.rtc.close(member.session);
-    live.stage.changed();
+    live.stage.remove(&identity).map_err(stage_error)?;
     tracing::info!(space = %id, %identity, "host moved a speaker to the audience");
     Ok(Json(json!({ "identity": identity, "removed": true })).into_response())
 }
@@ -573,7 +577,7 @@ async fn speaker_track(
     req: Request,
 ) -> ApiResult {
     let entry = readable_entry(&app, &id, req.headers(), req.uri().query())?;
-    let req = crate::api::ignore_unknown_range(req);
+    let req = ignore_unknown_range(req);
     let stem = file.strip_suffix(".opus").unwrap_or("");
     let safe = !stem.is_empty()
         && stem

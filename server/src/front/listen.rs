@@ -1,0 +1,128 @@
+//! `GET /spaces/{id}/live.opus` at the door: the space's state, then the
+//! cheapest checks first (ticket signature, join rate, token, waiting
+//! room). An admitted listener goes on to `live::listen`; everyone else
+//! gets a complete answer and the connection is closed.
+
+use super::admit::{Admission, ConnGuard, Refused};
+use super::head::{json_response, RequestHead};
+use crate::clock::wall_ms;
+use crate::control::space_urls;
+use crate::live::{self, ListenerGuard};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tribune_core::space::SpaceState;
+
+/// What the listener path needs from the request head, so the head itself
+/// (and the door's read buffer) are freed before the long-lived stream.
+pub struct ListenRequest {
+    pub head_only: bool,
+    pub wants_html: bool,
+    pub ticket: Option<String>,
+    /// A listener token (private spaces), from `?token=` or Bearer.
+    pub token: Option<String>,
+    pub http_minor: u8,
+}
+
+impl ListenRequest {
+    pub fn of(head: &RequestHead) -> Self {
+        ListenRequest {
+            head_only: head.method == "HEAD",
+            wants_html: head.wants_html(),
+            ticket: head.query_param("ticket").map(str::to_string),
+            token: head.query_param("token").map(str::to_string).or_else(|| {
+                crate::control::auth::token_from_header(head.header("authorization")).ok()
+            }),
+            http_minor: head.minor,
+        }
+    }
+}
+
+async fn answer(mut sock: TcpStream, response: Vec<u8>) {
+    let _ = sock.write_all(&response).await;
+    let _ = sock.shutdown().await;
+}
+
+fn refuse(
+    status: u16,
+    extra: &[(&str, String)],
+    body: serde_json::Value,
+    why: &'static str,
+) -> Vec<u8> {
+    metrics::counter!("tribune_listener_rejects_total", "reason" => why).increment(1);
+    json_response(status, extra, &body)
+}
+
+/// Admits (or answers) a listener. `guard` is its connection's place in
+/// the budgets, kept by the listener until it leaves.
+pub async fn serve(
+    admission: &Arc<Admission>,
+    sock: TcpStream,
+    req: ListenRequest,
+    id: &str,
+    peer: SocketAddr,
+    mut guard: ConnGuard,
+) {
+    let app = &admission.app;
+    let Some(entry) = app.space(id) else {
+        let body = json!({"error": format!("no space with id {id:?}")});
+        return answer(sock, refuse(404, &[], body, "unknown_space")).await;
+    };
+    let urls = space_urls(app, id);
+    let live = match (entry.row.state, entry.live) {
+        (SpaceState::Scheduled, _) => {
+            let wait = entry
+                .row
+                .scheduled_at
+                .map_or(30, |at| (at.saturating_sub(wall_ms()) / 1000).clamp(5, 300));
+            let body = json!({
+                "error": "space has not started yet",
+                "state": "scheduled",
+                "scheduled_at": entry.row.scheduled_at,
+                "page": urls.page,
+            });
+            let extra = [("Retry-After", wait.to_string())];
+            return answer(sock, refuse(503, &extra, body, "not_live")).await;
+        }
+        (SpaceState::Live, Some(on_air)) => on_air.space,
+        _ => {
+            let body = json!({"error": "space has ended; the recording is available", "state": "ended", "replay": urls.replay});
+            let extra = [("Link", format!("<{}>; rel=\"alternate\"", urls.replay))];
+            return answer(sock, refuse(410, &extra, body, "ended")).await;
+        }
+    };
+    // cheapest first: the ticket's signature, the join rate (a valid ticket
+    // or pass was rate-limited when it was handed out), the token, the room
+    let verdict = admission
+        .read_ticket(req.ticket.as_deref())
+        .and_then(|ticket| {
+            if ticket.is_none() {
+                admission.check_join_rate(peer.ip())?;
+            }
+            if entry.row.private {
+                admission.check_private(id, req.token.as_deref())?;
+            }
+            admission.join(ticket, &urls.replay)?;
+            Ok(ticket.is_some())
+        });
+    match verdict {
+        Ok(with_pass) => {
+            if with_pass {
+                guard.hold_pass();
+            }
+        }
+        Err(r) => {
+            let path = format!("/spaces/{id}/live.opus");
+            let html = (req.wants_html && r.waiting.is_some()).then_some(path.as_str());
+            return answer(sock, Refused::response(&r, html)).await;
+        }
+    }
+    let guard = ListenerGuard::admitted(live.audience.clone(), Box::new(guard));
+    let stream = live::listen::Stream {
+        http_minor: req.http_minor,
+        head_only: req.head_only,
+    };
+    live::listen::start(&live, sock, guard, stream, app.cfg.listener_send_buffer).await;
+}

@@ -1,0 +1,322 @@
+//! The fan-out: a live space's listeners are split over a few shard tasks
+//! (one per core). Each flush wakes each shard once, and the shard writes
+//! the new chunk to every listener it holds, one non-blocking vectored
+//! write each. A listener is a socket, a cursor (`tribune_core::listener`:
+//! what it gets next, and the verdict when its socket stays full) and,
+//! only while its socket is full, the buffers still to write: no task, no
+//! waker, no reactor registration of its own.
+
+use super::audience::Audience;
+use super::guard::ListenerGuard;
+use bytes::{Buf, Bytes};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tribune_core::listener::{Leave, ListenerCursor, Verdict};
+
+pub struct Shards {
+    audience: Arc<Audience>,
+    joins: Vec<mpsc::UnboundedSender<Listener>>,
+    next: AtomicUsize,
+    rules: Rules,
+    /// The clock listeners' cursors run on.
+    started: Instant,
+}
+
+/// What every listener of a space is held to.
+#[derive(Clone, Copy)]
+struct Rules {
+    burst_samples: u64,
+    slow_after_ms: u64,
+}
+
+impl Shards {
+    /// One shard per core (tokio worker), for `audience`.
+    pub fn spawn(audience: &Arc<Audience>, burst_samples: u64, slow_after_ms: u64) -> Shards {
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rules = Rules {
+            burst_samples,
+            slow_after_ms,
+        };
+        let started = Instant::now();
+        let joins = (0..count)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(Arc::downgrade(audience), rx, rules, started));
+                tx
+            })
+            .collect();
+        Shards {
+            audience: audience.clone(),
+            joins,
+            next: AtomicUsize::new(0),
+            rules,
+            started,
+        }
+    }
+
+    /// Sends the new listener its headers and burst from the caller's task
+    /// (time to first audio does not wait for a busy shard), then hands it
+    /// to a shard for every flush after.
+    pub fn add(&self, sock: tokio::net::TcpStream, guard: ListenerGuard, chunked: bool) {
+        let space = &self.audience;
+        let Ok(sock) = sock.into_std() else { return };
+        let now = self.started.elapsed().as_millis() as u64;
+        let mut l = Listener {
+            sock,
+            guard,
+            cursor: ListenerCursor::new(chunked, now),
+            pending: Vec::new(),
+            stray: 0,
+        };
+        let mut written = 0;
+        let kept = advance(space, &mut l, self.rules, now, &mut written);
+        metrics::counter!("tribune_bytes_out_total", "space" => space.space_id.clone())
+            .increment(written);
+        if kept {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
+            // a closed shard means the space is gone: dropping the listener closes it
+            let _ = self.joins[i].send(l);
+        }
+    }
+}
+
+struct Listener {
+    sock: TcpStream,
+    guard: ListenerGuard,
+    cursor: ListenerCursor,
+    /// What its socket did not take yet.
+    pending: Vec<Bytes>,
+    /// Bytes the client sent after its request.
+    stray: usize,
+}
+
+impl Listener {
+    fn leave(&mut self, why: Leave) -> bool {
+        self.guard.leaving(why);
+        false
+    }
+}
+
+/// A client that sends more than this after its request is not a player.
+const MAX_STRAY: usize = 4096;
+/// Listeners that received nothing for this long are checked for a hang-up
+/// (while audio flows, a hang-up shows as a failed write within two flushes).
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+/// How soon a listener whose socket was full is tried again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(10);
+
+async fn run(
+    live: Weak<Audience>,
+    mut joins: mpsc::UnboundedReceiver<Listener>,
+    rules: Rules,
+    started: Instant,
+) {
+    let (mut head, bytes_out, health) = match live.upgrade() {
+        Some(l) => (
+            l.subscribe_head(),
+            metrics::counter!("tribune_bytes_out_total", "space" => l.space_id.clone()),
+            l.health.clone(),
+        ),
+        None => return,
+    };
+    let now_ms = || started.elapsed().as_millis() as u64;
+    // listeners whose socket took everything, and those whose socket was full
+    let mut ready: Vec<Listener> = Vec::new();
+    let mut blocked: Vec<Listener> = Vec::new();
+    let mut counted_blocked = 0usize;
+    let mut probe = tokio::time::interval(IDLE_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = tokio::time::interval(BLOCKED_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // the space is only borrowed between waits, so it can be dropped
+        tokio::select! {
+            joined = joins.recv() => {
+                let Some(mut l) = joined else { break };
+                let Some(space) = live.upgrade() else { break };
+                // a flush may have come between its first write and now
+                let mut written = 0;
+                if advance(&space, &mut l, rules, now_ms(), &mut written) {
+                    if l.cursor.blocked() { blocked.push(l) } else { ready.push(l) }
+                }
+                bytes_out.increment(written);
+            }
+            changed = head.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(space) = live.upgrade() else { break };
+                let written = sweep(&space, &mut ready, &mut blocked, true, rules, now_ms());
+                bytes_out.increment(written);
+            }
+            // the rare listener whose socket was full catches up between flushes
+            _ = retry.tick(), if !blocked.is_empty() => {
+                let Some(space) = live.upgrade() else { break };
+                let written = sweep(&space, &mut blocked, &mut ready, false, rules, now_ms());
+                bytes_out.increment(written);
+            }
+            _ = probe.tick() => {
+                let now = now_ms();
+                let check = |l: &mut Listener| -> bool {
+                    if l.cursor.idle_ms(now) < IDLE_PROBE.as_millis() as u64 && !l.cursor.blocked() {
+                        return true;
+                    }
+                    match probe_client(l) {
+                        Some(why) => l.leave(why),
+                        // a full socket that nothing drained: the cursor's verdict
+                        None if l.cursor.blocked() => match l.cursor.wrote(now, false, false, rules.slow_after_ms) {
+                            Verdict::Slow => l.leave(Leave::Slow),
+                            _ => true,
+                        },
+                        None => true,
+                    }
+                };
+                ready.retain_mut(check);
+                blocked.retain_mut(check);
+            }
+        }
+        // listeners waiting on a full socket, for the health watcher
+        if blocked.len() > counted_blocked {
+            health
+                .blocked_writers
+                .fetch_add(blocked.len() - counted_blocked, Ordering::Relaxed);
+        } else if blocked.len() < counted_blocked {
+            health
+                .blocked_writers
+                .fetch_sub(counted_blocked - blocked.len(), Ordering::Relaxed);
+        }
+        counted_blocked = blocked.len();
+    }
+    health
+        .blocked_writers
+        .fetch_sub(counted_blocked, Ordering::Relaxed);
+}
+
+/// Brings every listener of `list` up to date. Those that leave are
+/// dropped; those whose socket is full (`move_blocked`) or no longer full
+/// (`!move_blocked`) move to `other`. Returns the bytes written.
+fn sweep(
+    space: &Audience,
+    list: &mut Vec<Listener>,
+    other: &mut Vec<Listener>,
+    move_blocked: bool,
+    rules: Rules,
+    now_ms: u64,
+) -> u64 {
+    let mut written = 0;
+    let mut i = 0;
+    while i < list.len() {
+        if !advance(space, &mut list[i], rules, now_ms, &mut written) {
+            list.swap_remove(i);
+        } else if list[i].cursor.blocked() == move_blocked {
+            other.push(list.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    written
+}
+
+/// Brings one listener up to the head of the ring, as far as its socket
+/// takes without waiting. False when it leaves (its guard says why).
+fn advance(
+    space: &Audience,
+    l: &mut Listener,
+    rules: Rules,
+    now_ms: u64,
+    written: &mut u64,
+) -> bool {
+    // the header pages (a lock) only for a listener that has not started
+    let headers = if l.cursor.started() {
+        None
+    } else {
+        space.headers()
+    };
+    let filled = {
+        let ring = space.ring();
+        l.cursor
+            .fill(&ring, headers.as_ref(), rules.burst_samples, &mut l.pending)
+    };
+    if filled.is_err() {
+        return l.leave(Leave::Lagged);
+    }
+    let wrote = match write_pending(&l.sock, &mut l.pending) {
+        Ok(n) => n,
+        Err(_) => return l.leave(Leave::ClientClosed),
+    };
+    *written += wrote;
+    match l
+        .cursor
+        .wrote(now_ms, wrote > 0, l.pending.is_empty(), rules.slow_after_ms)
+    {
+        Verdict::Keep => true,
+        Verdict::Done => {
+            let _ = l.sock.shutdown(std::net::Shutdown::Write);
+            l.leave(Leave::Ended)
+        }
+        Verdict::Slow => l.leave(Leave::Slow),
+    }
+}
+
+/// Writes as much as the socket takes now; what is left stays pending.
+fn write_pending(mut sock: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<u64> {
+    const MAX_IOV: usize = 32;
+    let mut total = 0u64;
+    let mut first = 0;
+    loop {
+        while first < bufs.len() && bufs[first].is_empty() {
+            first += 1;
+        }
+        if first == bufs.len() {
+            bufs.clear();
+            return Ok(total);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (slot, b) in slices.iter_mut().zip(&bufs[first..]) {
+            *slot = IoSlice::new(b);
+            count += 1;
+        }
+        let n = match sock.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                bufs.drain(..first);
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        let mut left = n;
+        while left > 0 {
+            let b = &mut bufs[first];
+            if b.len() <= left {
+                left -= b.len();
+                first += 1;
+            } else {
+                b.advance(left);
+                left = 0;
+            }
+        }
+    }
+}
+
+/// A listener sends nothing after its request: reading tells whether it
+/// hung up (or is no player at all).
+fn probe_client(l: &mut Listener) -> Option<Leave> {
+    let mut buf = [0u8; 1024];
+    match (&l.sock).read(&mut buf) {
+        Ok(0) => Some(Leave::ClientClosed),
+        Ok(n) => {
+            l.stray += n;
+            (l.stray > MAX_STRAY).then_some(Leave::ClientClosed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(_) => Some(Leave::ClientClosed),
+    }
+}
