@@ -66,6 +66,11 @@ struct ListenArgs {
     /// ~19,000 sockets under a 20,000 open-file limit).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Join as Tribune's web page does: ask the space's admission call for
+    /// a pass first (waiting in its line if the node is full), then open
+    /// the stream with it. A pass lets a crowd behind one address in.
+    #[arg(long)]
+    pass: bool,
     /// Include mergeable histograms in the JSON (used between workers).
     #[arg(long, hide = true)]
     emit_histograms: bool,
@@ -97,6 +102,47 @@ impl Outcome {
     }
 }
 
+/// The page's way in: `GET /api/spaces/{id}/admission` until it hands out
+/// a pass (honouring the waiting room's Retry-After and ticket); the
+/// stream's path with the pass.
+async fn admission_pass(
+    target: &Target,
+    bind: Option<IpAddr>,
+    answer_by: Instant,
+) -> Result<String, Failure> {
+    let (space, _) = target
+        .path
+        .strip_prefix("/spaces/")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or(Failure::BadResponse)?;
+    let mut ticket: Option<String> = None;
+    loop {
+        let mut path = format!("/api/spaces/{space}/admission");
+        if let Some(t) = &ticket {
+            path.push_str(&format!("?ticket={t}"));
+        }
+        let ans = client::get(target, &path, bind, None, answer_by).await?;
+        let status = ans.status();
+        let body: Value =
+            serde_json::from_slice(&ans.small_body(answer_by).await).unwrap_or(Value::Null);
+        if status == 200 {
+            let live = body["live"].as_str().ok_or(Failure::BadResponse)?;
+            let at = live.find("/spaces/").ok_or(Failure::BadResponse)?;
+            return Ok(live[at..].to_string());
+        }
+        let retry = body["retry_after"].as_f64().unwrap_or(1.0);
+        ticket = body["waiting_room"]["ticket"].as_str().map(str::to_string);
+        if !(status == 503 || status == 429) {
+            return Err(Failure::BadResponse);
+        }
+        let next = Instant::now() + Duration::from_secs_f64(retry);
+        if next >= answer_by {
+            return Err(Failure::Unanswered);
+        }
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
 async fn one_listener(
     target: Arc<Target>,
     bind: Option<IpAddr>,
@@ -110,7 +156,22 @@ async fn one_listener(
         ended_by: "deadline",
         ..Default::default()
     };
-    let ans = match client::get(&target, &target.path, bind, None, answer_by).await {
+    let path = if args.pass {
+        match admission_pass(&target, bind, answer_by).await {
+            Ok(path) => path,
+            Err(Failure::Unanswered) => {
+                out.unanswered = true;
+                return out;
+            }
+            Err(f) => {
+                out.connect_error = Some(format!("admission: {f:?}"));
+                return out;
+            }
+        }
+    } else {
+        target.path.clone()
+    };
+    let ans = match client::get(&target, &path, bind, None, answer_by).await {
         Ok(a) => a,
         Err(Failure::Unanswered) => {
             out.unanswered = true;
@@ -463,6 +524,9 @@ fn run_workers(args: &ListenArgs) -> Result<Totals, String> {
             .stdout(std::process::Stdio::null());
         if !binds.is_empty() {
             cmd.arg("--bind").arg(binds.join(","));
+        }
+        if args.pass {
+            cmd.arg("--pass");
         }
         children.push((
             cmd.spawn()
