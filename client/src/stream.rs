@@ -79,6 +79,41 @@ impl Answer {
         self.head.status
     }
 
+    /// Reads the whole body (de-chunked when chunked), up to `limit` bytes,
+    /// by `by`: for API answers.
+    pub async fn body(mut self, limit: usize, by: Instant) -> Result<Vec<u8>, Failure> {
+        let len = self.head.content_length();
+        let chunked = self.head.chunked();
+        loop {
+            let done = match len {
+                Some(l) => self.buf.len() >= l,
+                None if chunked => self.buf.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if done || self.buf.len() > limit {
+                break;
+            }
+            match tokio::time::timeout_at(by.into(), self.sock.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) if len.is_none() && !chunked => break,
+                Ok(_) => return Err(Failure::Closed),
+                Err(_) => return Err(Failure::Unanswered),
+            }
+        }
+        if self.buf.len() > limit {
+            return Err(Failure::BadResponse);
+        }
+        if chunked {
+            let mut out = Vec::new();
+            tribune_media::chunked::ChunkedDecoder::default()
+                .decode(&mut self.buf, &mut out)
+                .map_err(|_| Failure::BadResponse)?;
+            return Ok(out);
+        }
+        let end = len.unwrap_or(self.buf.len()).min(self.buf.len());
+        Ok(self.buf[..end].to_vec())
+    }
+
     /// Reads a short body (an error answer) until close, length or limit.
     pub async fn small_body(mut self, by: Instant) -> Vec<u8> {
         let len = self.head.content_length();
@@ -92,11 +127,22 @@ impl Answer {
     }
 }
 
-/// Sends `GET path` (with `extra` header lines) and reads the response
-/// head by `answer_by`.
+/// Sends `GET path` and reads the response head by `answer_by`.
 pub async fn get(
     target: &Target,
     path: &str,
+    bind: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+    answer_by: Instant,
+) -> Result<Answer, Failure> {
+    get_with(target, path, &[], bind, recv_buffer, answer_by).await
+}
+
+/// [`get`] with more request headers (`name`, `value`).
+pub async fn get_with(
+    target: &Target,
+    path: &str,
+    headers: &[(&str, &str)],
     bind: Option<IpAddr>,
     recv_buffer: Option<u32>,
     answer_by: Instant,
@@ -109,10 +155,14 @@ pub async fn get(
             Ok(Err(e)) => return Err(Failure::Connect(e.kind().to_string())),
             Ok(Ok(s)) => s,
         };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tribune-load\r\nAccept: */*\r\nIcy-MetaData: 0\r\n\r\n",
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tribune\r\nAccept: */*\r\nIcy-MetaData: 0\r\n",
         target.host
     );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
     if sock.write_all(req.as_bytes()).await.is_err() {
         return Err(Failure::Closed);
     }

@@ -20,11 +20,24 @@ pub fn chunk_head(len: usize) -> Bytes {
     Bytes::from(format!("{len:x}\r\n"))
 }
 
+/// Where one page of the track sits in a chunk, so a listener can start
+/// (or resume) at any packet's page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageAt {
+    /// Seq of the page's first packet.
+    pub first_seq: u64,
+    /// Packets on the page.
+    pub packets: u64,
+    /// Offset of the page in the chunk's payload.
+    pub offset: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Chunk {
     /// `<hex length>\r\n<payload>\r\n`
     framed: Bytes,
     payload_start: usize,
+    pages: Vec<PageAt>,
     /// Audio duration in the chunk, in 48 kHz samples.
     pub samples: u64,
     /// The chunk carries the end of the stream.
@@ -48,8 +61,21 @@ pub struct ChunkRing {
     max_bytes: usize,
     bytes: usize,
     staged: Vec<Bytes>,
+    staged_pages: Vec<PageAt>,
+    staged_len: usize,
     staged_samples: u64,
     staged_last: bool,
+}
+
+/// Where a listener asking for a seq starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqAt {
+    /// In chunk `chunk`, the page at payload offset `offset`.
+    Held { chunk: u64, offset: usize },
+    /// Not published yet: from the next chunk on.
+    Ahead,
+    /// No longer held: the oldest held page starts at `oldest_seq`.
+    Gone { oldest_seq: u64 },
 }
 
 impl ChunkRing {
@@ -67,6 +93,8 @@ impl ChunkRing {
             max_bytes,
             bytes: 0,
             staged: Vec::new(),
+            staged_pages: Vec::new(),
+            staged_len: 0,
             staged_samples: 0,
             staged_last: false,
         }
@@ -74,9 +102,28 @@ impl ChunkRing {
 
     /// Queues one packaged page for the next flush.
     pub fn stage(&mut self, page: Bytes, samples: u64, last: bool) {
+        self.staged_len += page.len();
         self.staged.push(page);
         self.staged_samples += samples;
         self.staged_last |= last;
+    }
+
+    /// Queues the page of a track group whose packets are `first_seq` and
+    /// the `packets - 1` after it.
+    pub fn stage_group(
+        &mut self,
+        page: Bytes,
+        samples: u64,
+        last: bool,
+        first_seq: u64,
+        packets: u64,
+    ) {
+        self.staged_pages.push(PageAt {
+            first_seq,
+            packets,
+            offset: self.staged_len,
+        });
+        self.stage(page, samples, last);
     }
 
     /// Publishes the staged pages as one chunk. Returns the new head, or
@@ -94,9 +141,11 @@ impl ChunkRing {
         }
         buf.extend_from_slice(b"\r\n");
         self.bytes += buf.len();
+        self.staged_len = 0;
         self.chunks.push_back(Chunk {
             framed: buf.freeze(),
             payload_start: prefix.len(),
+            pages: std::mem::take(&mut self.staged_pages),
             samples: std::mem::take(&mut self.staged_samples),
             last: std::mem::take(&mut self.staged_last),
         });
@@ -143,6 +192,74 @@ impl ChunkRing {
             start -= 1;
         }
         start
+    }
+
+    /// Where the page holding packet `seq` is.
+    pub fn find_seq(&self, seq: u64) -> SeqAt {
+        let mut pages = self
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.pages.iter().map(move |p| (i, p)));
+        let mut pages = pages.by_ref().peekable();
+        if let Some((_, oldest)) = pages.peek() {
+            if seq < oldest.first_seq {
+                return SeqAt::Gone {
+                    oldest_seq: oldest.first_seq,
+                };
+            }
+        }
+        for (i, p) in pages {
+            if seq < p.first_seq + p.packets {
+                return SeqAt::Held {
+                    chunk: self.first + i as u64,
+                    offset: p.offset,
+                };
+            }
+        }
+        SeqAt::Ahead
+    }
+
+    /// The first seq of the page at `offset` in chunk `chunk`, if held.
+    pub fn seq_at(&self, chunk: u64, offset: usize) -> Option<u64> {
+        let c = self.chunks.get(chunk.checked_sub(self.first)? as usize)?;
+        c.pages
+            .iter()
+            .find(|p| p.offset >= offset)
+            .map(|p| p.first_seq)
+    }
+
+    /// Appends chunk `chunk` from payload offset `offset` to `out` (framed
+    /// as an HTTP chunk of its own, or bare); the cursor then continues at
+    /// `chunk + 1`.
+    pub fn read_partial(
+        &self,
+        chunk: u64,
+        offset: usize,
+        out: &mut Vec<Bytes>,
+        framed: bool,
+    ) -> Result<(), Lagged> {
+        let Some(c) = chunk
+            .checked_sub(self.first)
+            .and_then(|i| self.chunks.get(i as usize))
+        else {
+            return Err(Lagged {
+                behind_by: self.first.saturating_sub(chunk),
+            });
+        };
+        let payload = c.framed.slice(c.payload_start..c.framed.len() - 2);
+        let Some(part) = payload.get(offset..).filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let part = payload.slice_ref(part);
+        if framed {
+            out.push(chunk_head(part.len()));
+            out.push(part);
+            out.push(Bytes::from_static(b"\r\n"));
+        } else {
+            out.push(part);
+        }
+        Ok(())
     }
 
     /// Appends the chunks from `cursor` to the head to `out` (HTTP-chunk
@@ -247,6 +364,54 @@ mod tests {
         let (mut cursor, mut out) = (50, Vec::new());
         ring.read(&mut cursor, &mut out, false).unwrap();
         assert_eq!(out[0].len(), 20_000);
+    }
+
+    #[test]
+    fn a_seq_is_found_on_its_page_within_a_chunk() {
+        let mut ring = ChunkRing::new(3);
+        // chunk 0: pages for seqs 0..5 and 5..10; chunk 1: 10..15
+        ring.stage_group(page(1), 4800, false, 0, 5);
+        ring.stage_group(page(2), 4800, false, 5, 5);
+        ring.flush();
+        ring.stage_group(page(3), 4800, false, 10, 5);
+        ring.flush();
+        assert_eq!(
+            ring.find_seq(7),
+            SeqAt::Held {
+                chunk: 0,
+                offset: 4
+            }
+        );
+        assert_eq!(
+            ring.find_seq(0),
+            SeqAt::Held {
+                chunk: 0,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            ring.find_seq(14),
+            SeqAt::Held {
+                chunk: 1,
+                offset: 0
+            }
+        );
+        assert_eq!(ring.find_seq(15), SeqAt::Ahead);
+        assert_eq!(ring.seq_at(0, 4), Some(5));
+        let mut out = Vec::new();
+        ring.read_partial(0, 4, &mut out, false).unwrap();
+        assert_eq!(out, vec![page(2)]);
+        out.clear();
+        ring.read_partial(0, 4, &mut out, true).unwrap();
+        let framed: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(framed, b"4\r\n\x02\x02\x02\x02\r\n");
+        // once the oldest chunk is gone, so are its seqs
+        for i in 0..3 {
+            ring.stage_group(page(4 + i), 4800, false, 15 + 5 * i as u64, 5);
+            ring.flush();
+        }
+        assert_eq!(ring.find_seq(3), SeqAt::Gone { oldest_seq: 15 });
+        assert!(ring.read_partial(0, 0, &mut out, false).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod fanout;
+pub mod history;
 pub mod jitter;
 pub mod listener;
 pub mod pace;

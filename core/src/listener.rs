@@ -7,7 +7,7 @@
 //! chunked or bare), the end of the body when the stream ends, and the
 //! verdict on a listener whose socket stays full.
 
-use crate::fanout::{chunk_head, ChunkRing, Lagged, CHUNKED_END};
+use crate::fanout::{chunk_head, ChunkRing, Lagged, SeqAt, CHUNKED_END};
 use bytes::Bytes;
 
 /// Why a listener's stream ends, as counted in `/metrics`.
@@ -55,6 +55,10 @@ pub struct ListenerCursor {
     terminated: bool,
     blocked_since_ms: Option<u64>,
     last_write_ms: u64,
+    /// Resume at the page holding this seq, once it is published.
+    from: Option<u64>,
+    /// Seq of the first packet it gets (after the headers), once known.
+    first_seq: Option<u64>,
 }
 
 impl ListenerCursor {
@@ -67,7 +71,26 @@ impl ListenerCursor {
             terminated: false,
             blocked_since_ms: None,
             last_write_ms: now_ms,
+            from: None,
+            first_seq: None,
         }
+    }
+
+    /// A listener resuming at packet `seq` (it had everything before, on
+    /// this node or another: pages are the same everywhere). It starts at
+    /// the page holding `seq`; when the ring no longer holds it, with the
+    /// usual burst (a gap its player sees in the seqs).
+    pub fn resuming(chunked: bool, now_ms: u64, seq: u64) -> ListenerCursor {
+        ListenerCursor {
+            from: Some(seq),
+            ..ListenerCursor::new(chunked, now_ms)
+        }
+    }
+
+    /// Seq of the first packet after the headers, once it has started (and
+    /// when the ring knew it).
+    pub fn first_seq(&self) -> Option<u64> {
+        self.first_seq
     }
 
     /// It got its header pages: the IO need not fetch them again.
@@ -115,9 +138,38 @@ impl ListenerCursor {
                 } else {
                     out.push(headers.clone());
                 }
-                self.next.insert(ring.burst_start(burst_samples))
+                let start = match self.from.map(|seq| (seq, ring.find_seq(seq))) {
+                    Some((seq, SeqAt::Ahead)) => {
+                        // resumes at `seq` when it is published (below)
+                        self.first_seq = Some(seq);
+                        ring.head()
+                    }
+                    Some((_, SeqAt::Held { chunk, .. })) => chunk,
+                    Some((_, SeqAt::Gone { .. })) | None => {
+                        self.from = None;
+                        let start = ring.burst_start(burst_samples);
+                        self.first_seq = ring.seq_at(start, 0);
+                        start
+                    }
+                };
+                self.next.insert(start)
             }
         };
+        // a resuming listener: from the page holding its seq, once held
+        if let Some(seq) = self.from {
+            match ring.find_seq(seq) {
+                SeqAt::Ahead => return Ok(()),
+                SeqAt::Held { chunk, offset } if chunk + 1 >= *next => {
+                    ring.read_partial(chunk, offset, out, self.chunked)?;
+                    self.first_seq
+                        .get_or_insert(ring.seq_at(chunk, offset).unwrap_or(seq));
+                    *next = chunk + 1;
+                }
+                // it fell out of the ring while the listener waited
+                SeqAt::Held { .. } | SeqAt::Gone { .. } => {}
+            }
+            self.from = None;
+        }
         ring.read(next, out, self.chunked)?;
         if ring.ended() && *next == ring.head() {
             self.terminate(out);
@@ -246,6 +298,72 @@ mod tests {
             r.flush();
         }
         assert!(c.fill(&r, None, 960, &mut out).is_err());
+    }
+
+    /// A ring whose pages carry seqs: chunk i holds two pages of 5 packets.
+    fn seq_ring(chunks: u64) -> ChunkRing {
+        let mut r = ChunkRing::new(100);
+        for i in 0..chunks {
+            r.stage_group(page(2 * i as u8, 3), 4800, false, 10 * i, 5);
+            r.stage_group(page(2 * i as u8 + 1, 3), 4800, false, 10 * i + 5, 5);
+            r.flush();
+        }
+        r
+    }
+
+    #[test]
+    fn a_resuming_listener_starts_at_the_page_holding_its_seq() {
+        let r = seq_ring(10);
+        let headers = Bytes::from_static(b"H");
+        let mut c = ListenerCursor::resuming(false, 0, 35);
+        let mut out = Vec::new();
+        c.fill(&r, Some(&headers), 48_000, &mut out).unwrap();
+        // headers, the second page of chunk 3, then chunks 4..10
+        assert_eq!(out[0], headers);
+        assert_eq!(out[1], page(7, 3));
+        assert_eq!(out.len(), 2 + 6);
+        assert_eq!(c.first_seq(), Some(35));
+        // a fresh listener's first seq is its burst's
+        let mut fresh = ListenerCursor::new(false, 0);
+        out.clear();
+        fresh.fill(&r, Some(&headers), 2 * 9600, &mut out).unwrap();
+        assert_eq!(fresh.first_seq(), Some(80));
+    }
+
+    #[test]
+    fn a_listener_resuming_ahead_of_this_node_waits_for_its_page() {
+        let mut r = seq_ring(4);
+        let headers = Bytes::from_static(b"H");
+        let mut c = ListenerCursor::resuming(true, 0, 45);
+        let mut out = Vec::new();
+        c.fill(&r, Some(&headers), 48_000, &mut out).unwrap();
+        assert_eq!(joined(&out), b"1\r\nH\r\n", "headers only, for now");
+        assert_eq!(c.first_seq(), Some(45));
+        out.clear();
+        r.stage_group(page(8, 3), 4800, false, 40, 5);
+        r.stage_group(page(9, 3), 4800, false, 45, 5);
+        r.flush();
+        c.fill(&r, None, 48_000, &mut out).unwrap();
+        assert_eq!(
+            joined(&out),
+            b"3\r\n\x09\x09\x09\r\n",
+            "from seq 45, not 40"
+        );
+    }
+
+    #[test]
+    fn a_seq_no_longer_held_resumes_with_the_burst() {
+        let mut r = ChunkRing::new(3);
+        for i in 0..5u64 {
+            r.stage_group(page(i as u8, 1), 9600, false, 10 * i, 10);
+            r.flush();
+        }
+        let mut c = ListenerCursor::resuming(false, 0, 5);
+        let mut out = Vec::new();
+        c.fill(&r, Some(&Bytes::from_static(b"H")), 9600, &mut out)
+            .unwrap();
+        assert_eq!(c.first_seq(), Some(40), "a gap the player can see");
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Access tokens: HS256 JWTs with a role and an optional space grant.
+//! Access tokens: EdDSA (Ed25519) JWTs with a role and an optional space
+//! grant. The origin holds the private key and signs; every node verifies
+//! with the public keys (a JWKS the origin publishes), so no edge can mint
+//! access. Tokens signed by earlier versions (HS256 with the node's secret)
+//! still verify where that secret is known.
 //!
 //! Expiry is checked against the `now` the caller passes in (seconds since
 //! the Unix epoch), never the system clock, so validation is deterministic.
 
+use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,6 +19,9 @@ pub const ISSUER: &str = "tribune";
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Listener,
+    /// Another node of the fleet: reads every space (to relay it), and
+    /// nothing more.
+    Node,
     Speaker,
     Host,
     Admin,
@@ -23,6 +31,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Listener => "listener",
+            Role::Node => "node",
             Role::Speaker => "speaker",
             Role::Host => "host",
             Role::Admin => "admin",
@@ -41,11 +50,12 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "listener" => Ok(Role::Listener),
+            "node" => Ok(Role::Node),
             "speaker" => Ok(Role::Speaker),
             "host" => Ok(Role::Host),
             "admin" => Ok(Role::Admin),
             other => Err(format!(
-                "unknown role {other:?} (expected admin, host, speaker or listener)"
+                "unknown role {other:?} (expected admin, host, speaker, listener or node)"
             )),
         }
     }
@@ -98,27 +108,115 @@ impl Claims {
     }
 }
 
-pub fn sign(claims: &Claims, secret: &[u8]) -> Result<String, TokenError> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| TokenError::Signing(e.to_string()))
+/// The private key tokens are signed with (the origin's alone).
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
+    jwk: Jwk,
 }
 
-/// Checks an HS256 signature and decodes the claims. Expiry is left to the
-/// caller, against its own clock.
-fn decode<T: serde::de::DeserializeOwned>(token: &str, secret: &[u8]) -> Result<T, TokenError> {
-    let mut validation = Validation::new(Algorithm::HS256);
+impl Signer {
+    /// From an Ed25519 private key in PKCS#8 v1 (DER).
+    pub fn from_pkcs8(der: &[u8]) -> Result<Signer, TokenError> {
+        let key = EncodingKey::from_ed_der(der);
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA)
+            .map_err(|e| TokenError::Signing(format!("not an Ed25519 key: {e}")))?;
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        // a key that cannot sign is refused now, not at the first token
+        let signer = Signer { key, kid, jwk };
+        signer.sign_raw(&Claims::new("key check", Role::Listener, None, 0, 1))?;
+        Ok(signer)
+    }
+
+    /// The public half, as published in the JWKS.
+    pub fn jwk(&self) -> Jwk {
+        self.jwk.clone()
+    }
+
+    fn sign_raw<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key)
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+}
+
+/// The public keys tokens are verified with.
+#[derive(Clone, Default)]
+pub struct Verifier {
+    keys: Vec<(Option<String>, DecodingKey)>,
+    /// The node secret earlier versions signed tokens with (HS256).
+    legacy_secret: Option<Vec<u8>>,
+}
+
+impl Verifier {
+    /// Verifies what `signer` signs.
+    pub fn of(signer: &Signer) -> Verifier {
+        Verifier::from_jwks(&JwkSet {
+            keys: vec![signer.jwk()],
+        })
+        .unwrap_or_default()
+    }
+
+    /// From a JWKS (the origin's `/.well-known/jwks.json`): its Ed25519 keys.
+    pub fn from_jwks(set: &JwkSet) -> Result<Verifier, TokenError> {
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            if let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) = &jwk.algorithm {
+                let key = DecodingKey::from_ed_components(&p.x)
+                    .map_err(|e| TokenError::Malformed(format!("bad key in JWKS: {e}")))?;
+                keys.push((jwk.common.key_id.clone(), key));
+            }
+        }
+        if keys.is_empty() {
+            return Err(TokenError::Malformed("no Ed25519 key in the JWKS".into()));
+        }
+        Ok(Verifier {
+            keys,
+            legacy_secret: None,
+        })
+    }
+
+    /// Also accepts tokens signed with `secret` by earlier versions.
+    pub fn with_legacy_secret(mut self, secret: &[u8]) -> Verifier {
+        self.legacy_secret = Some(secret.to_vec());
+        self
+    }
+}
+
+pub fn sign(claims: &Claims, signer: &Signer) -> Result<String, TokenError> {
+    signer.sign_raw(claims)
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(secret), &validation)
+    validation
+}
+
+fn decode_with<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Result<T, TokenError> {
+    jsonwebtoken::decode::<T>(token, key, &validation(alg))
         .map(|data| data.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
             _ => TokenError::Malformed(e.to_string()),
         })
+}
+
+/// Checks an HS256 signature and decodes the claims. Expiry is left to the
+/// caller, against its own clock.
+fn decode<T: serde::de::DeserializeOwned>(token: &str, secret: &[u8]) -> Result<T, TokenError> {
+    decode_with(token, &DecodingKey::from_secret(secret), Algorithm::HS256)
 }
 
 fn check_expiry(exp: u64, now: u64) -> Result<(), TokenError> {
@@ -128,8 +226,35 @@ fn check_expiry(exp: u64, now: u64) -> Result<(), TokenError> {
     Ok(())
 }
 
-pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError> {
-    let claims: Claims = decode(token, secret)?;
+pub fn verify(token: &str, verifier: &Verifier, now: u64) -> Result<Claims, TokenError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let claims: Claims = match header.alg {
+        Algorithm::EdDSA => {
+            // the key it names, else each key in turn (a JWKS of one, usually)
+            let named = verifier
+                .keys
+                .iter()
+                .filter(|(kid, _)| header.kid.is_none() || *kid == header.kid);
+            let mut result = Err(TokenError::BadSignature);
+            for (_, key) in named {
+                result = decode_with(token, key, Algorithm::EdDSA);
+                if result.is_ok() {
+                    break;
+                }
+            }
+            result?
+        }
+        Algorithm::HS256 => match &verifier.legacy_secret {
+            Some(secret) => decode(token, secret)?,
+            None => return Err(TokenError::BadSignature),
+        },
+        other => {
+            return Err(TokenError::Malformed(format!(
+                "unsupported algorithm {other:?}"
+            )))
+        }
+    };
     if claims.iss != ISSUER {
         return Err(TokenError::WrongIssuer);
     }
@@ -172,41 +297,105 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    fn keypair() -> Signer {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng).unwrap();
+        Signer::from_pkcs8(der.as_ref()).unwrap()
+    }
+
     #[test]
     fn a_signed_token_verifies_until_it_expires() {
+        let signer = keypair();
+        let verifier = Verifier::of(&signer);
         let claims = Claims::new("alice", Role::Speaker, Some("s1"), 1_000, 60);
-        let tok = sign(&claims, SECRET).unwrap();
-        assert_eq!(verify(&tok, SECRET, 1_030), Ok(claims));
-        assert_eq!(verify(&tok, SECRET, 1_060), Err(TokenError::Expired(0)));
-        assert_eq!(verify(&tok, SECRET, 1_100), Err(TokenError::Expired(40)));
+        let tok = sign(&claims, &signer).unwrap();
+        assert_eq!(verify(&tok, &verifier, 1_030), Ok(claims));
+        assert_eq!(verify(&tok, &verifier, 1_060), Err(TokenError::Expired(0)));
+        assert_eq!(verify(&tok, &verifier, 1_100), Err(TokenError::Expired(40)));
+    }
+
+    #[test]
+    fn a_node_verifies_with_the_published_keys_and_cannot_sign() {
+        let origin = keypair();
+        let jwks = JwkSet {
+            keys: vec![origin.jwk()],
+        };
+        // what an edge fetches: JSON, with no private part in it
+        let text = serde_json::to_string(&jwks).unwrap();
+        assert!(
+            text.contains("\"kty\":\"OKP\"") && !text.contains("\"d\""),
+            "{text}"
+        );
+        let edge = Verifier::from_jwks(&serde_json::from_str(&text).unwrap()).unwrap();
+        let tok = sign(&Claims::new("n", Role::Node, None, 0, 60), &origin).unwrap();
+        assert_eq!(verify(&tok, &edge, 1).unwrap().role, Role::Node);
+        // another key's token, and an HS256 one, do not pass the edge
+        let other = sign(&Claims::new("x", Role::Admin, None, 0, 60), &keypair()).unwrap();
+        assert_eq!(verify(&other, &edge, 1), Err(TokenError::BadSignature));
+        let legacy = legacy_sign(&Claims::new("x", Role::Admin, None, 0, 60));
+        assert_eq!(verify(&legacy, &edge, 1), Err(TokenError::BadSignature));
+        // but the origin still takes its own older tokens
+        let origin_verifier = Verifier::of(&origin).with_legacy_secret(SECRET);
+        assert_eq!(verify(&legacy, &origin_verifier, 1).unwrap().sub, "x");
+        assert!(Verifier::from_jwks(&JwkSet { keys: vec![] }).is_err());
+    }
+
+    /// A token as versions before EdDSA signed them.
+    fn legacy_sign(claims: &Claims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     #[test]
     fn forged_and_malformed_tokens_are_rejected() {
+        let signer = keypair();
+        let verifier = Verifier::of(&signer);
         let claims = Claims::new("mallory", Role::Admin, None, 1_000, 60);
-        let forged = sign(&claims, b"another secret entirely........").unwrap();
+        let forged = sign(&claims, &keypair()).unwrap();
         assert_eq!(
-            verify(&forged, SECRET, 1_001),
+            verify(&forged, &verifier, 1_001),
             Err(TokenError::BadSignature)
         );
         assert!(matches!(
-            verify("not.a.jwt", SECRET, 0),
+            verify("not.a.jwt", &verifier, 0),
             Err(TokenError::Malformed(_))
         ));
         assert!(matches!(
-            verify("", SECRET, 0),
+            verify("", &verifier, 0),
             Err(TokenError::Malformed(_))
         ));
         // tampered payload with the original signature
-        let good = sign(&Claims::new("bob", Role::Listener, None, 1_000, 60), SECRET).unwrap();
+        let good = sign(
+            &Claims::new("bob", Role::Listener, None, 1_000, 60),
+            &signer,
+        )
+        .unwrap();
         let parts: Vec<&str> = good.split('.').collect();
-        let evil = sign(&Claims::new("bob", Role::Admin, None, 1_000, 60), SECRET).unwrap();
+        let evil = sign(&Claims::new("bob", Role::Admin, None, 1_000, 60), &signer).unwrap();
         let evil_payload = evil.split('.').nth(1).unwrap();
         let tampered = format!("{}.{}.{}", parts[0], evil_payload, parts[2]);
         assert_eq!(
-            verify(&tampered, SECRET, 1_001),
+            verify(&tampered, &verifier, 1_001),
             Err(TokenError::BadSignature)
         );
+        // "alg": "none" is no way in
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+        assert!(verify(&none, &verifier, 1_001).is_err());
+    }
+
+    #[test]
+    fn a_node_token_reads_every_space_and_does_nothing_else() {
+        let node = Claims::new("edge-1", Role::Node, None, 0, 60);
+        assert!(node.allows("any", Role::Listener));
+        assert!(node.allows("any", Role::Node));
+        assert!(!node.allows("any", Role::Speaker));
+        assert!(!node.allows("any", Role::Host));
+        let listener = Claims::new("l", Role::Listener, None, 0, 60);
+        assert!(!listener.allows("any", Role::Node));
     }
 
     #[test]

@@ -91,6 +91,15 @@ impl Track {
         self.position
     }
 
+    /// Continues from `position` (a group made elsewhere was taken as
+    /// is); whatever was open is dropped.
+    pub fn jump(&mut self, position: TrackPosition) {
+        self.position = position;
+        self.open.clear();
+        self.open_samples = 0;
+        self.open_segments = 0;
+    }
+
     /// Samples in packets not yet in a closed group.
     pub fn open_samples(&self) -> u64 {
         self.open_samples

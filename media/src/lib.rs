@@ -10,3 +10,4 @@ pub mod opus;
 pub mod package;
 pub mod program;
 pub mod recording;
+pub mod relay;

@@ -12,16 +12,19 @@ use crate::demux::SourcePacket;
 use crate::package::{group_page, header_pages};
 use crate::recording::Recovered;
 use bytes::Bytes;
+use std::sync::Arc;
 use tribune_core::track::{Group, Track, TrackPosition};
 use tribune_core::SAMPLE_RATE;
 
-/// A page for listeners: its bytes, the audio it carries (48 kHz samples)
-/// and whether it ends the stream.
+/// A page for listeners: its bytes, the audio it carries (48 kHz samples),
+/// whether it ends the stream, and its packets' seqs (first, count; none
+/// for the empty end marker).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     pub page: Bytes,
     pub samples: u64,
     pub last: bool,
+    pub seqs: Option<(u64, u64)>,
 }
 
 /// What one step of the program produced.
@@ -32,6 +35,11 @@ pub struct Output {
     /// For listeners (the same pages as recorded, without the headers,
     /// which each listener gets on joining).
     pub publish: Vec<Published>,
+    /// The closed groups the pages were made of, for relays.
+    pub groups: Vec<Arc<Group>>,
+    /// The header pages changed (a new epoch): listeners joining from now
+    /// on get these.
+    pub new_headers: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -106,8 +114,7 @@ impl Program {
             let batch: u64 = packets.iter().map(|p| u64::from(p.duration)).sum();
             let granule = self.track.position().granule + batch;
             let epoch = now_ms.saturating_sub(granule * 1000 / SAMPLE_RATE);
-            self.epoch_ms = Some(epoch);
-            self.headers = Some(header_pages(self.serial, &self.title, epoch));
+            self.set_epoch_into(epoch, &mut out);
         }
         if !self.recorded_headers {
             out.record.extend(self.headers.clone());
@@ -115,10 +122,50 @@ impl Program {
         }
         for p in packets {
             for g in self.track.push(p.data.clone(), p.duration, now_ms) {
-                self.package(&g, &mut out);
+                self.package(g, &mut out);
             }
         }
         out
+    }
+
+    /// The epoch an upstream node anchored (edges make their header pages
+    /// from it, so they are the origin's, byte for byte).
+    pub fn set_epoch(&mut self, epoch_ms: u64) -> Output {
+        let mut out = Output::default();
+        if self.epoch_ms != Some(epoch_ms) {
+            self.set_epoch_into(epoch_ms, &mut out);
+        }
+        out
+    }
+
+    fn set_epoch_into(&mut self, epoch_ms: u64, out: &mut Output) {
+        let headers = header_pages(self.serial, &self.title, epoch_ms);
+        self.epoch_ms = Some(epoch_ms);
+        self.headers = Some(headers.clone());
+        out.new_headers = Some(headers);
+    }
+
+    /// A whole group made by the upstream node (an edge's program):
+    /// packaged as the origin packaged it. False when it does not continue
+    /// the track (a gap upstream, or a restart): the track jumps to it.
+    pub fn push_group(&mut self, g: Arc<Group>) -> (Output, bool) {
+        let mut out = Output::default();
+        if self.finished {
+            return (out, true);
+        }
+        let position = self.track.position();
+        let continuous = g.index == position.next_group
+            && g.first_seq() == Some(position.next_seq)
+            && g.start_granule == position.granule;
+        let end = g.packets.last().map_or(position, |p| TrackPosition {
+            next_seq: p.seq + 1,
+            granule: p.granule,
+            next_group: g.index + 1,
+        });
+        self.track.jump(end);
+        self.finished = g.last;
+        self.package(g, &mut out);
+        (out, continuous)
     }
 
     /// Ends the program: the partial group becomes the last page. When
@@ -131,24 +178,28 @@ impl Program {
         }
         self.finished = true;
         match self.track.finish() {
-            Some(g) => self.package(&g, &mut out),
+            Some(g) => self.package(Arc::new(g), &mut out),
             None => out.publish.push(Published {
                 page: Bytes::new(),
                 samples: 0,
                 last: true,
+                seqs: None,
             }),
         }
         out
     }
 
-    fn package(&self, g: &Group, out: &mut Output) {
-        let page = group_page(self.serial, g);
+    fn package(&self, g: impl Into<Arc<Group>>, out: &mut Output) {
+        let g: Arc<Group> = g.into();
+        let page = group_page(self.serial, &g);
         out.record.push(page.clone());
         out.publish.push(Published {
             page,
             samples: g.samples(),
             last: g.last,
+            seqs: g.first_seq().map(|s| (s, g.packets.len() as u64)),
         });
+        out.groups.push(g);
     }
 }
 
@@ -224,6 +275,34 @@ mod tests {
         assert!(out.record.is_empty());
         assert_eq!(out.publish[0].page, Bytes::new());
         assert!(out.publish[0].last);
+    }
+
+    #[test]
+    fn an_edge_fed_the_origins_groups_makes_the_origins_pages() {
+        let mut origin = Program::new(4, "Same", 4800);
+        let mut origin_pages = Vec::new();
+        let mut groups = Vec::new();
+        for (i, chunk) in packets(40).chunks(7).enumerate() {
+            let out = origin.push(chunk, 1_000 + i as u64 * 140, i == 0);
+            origin_pages.extend(out.publish.into_iter().map(|p| p.page));
+            groups.extend(out.groups);
+        }
+        // the edge joins late: from the third group on
+        let mut edge = Program::new(4, "Same", 4800);
+        let out = edge.set_epoch(origin.epoch_ms().unwrap());
+        assert_eq!(out.new_headers.as_ref(), origin.headers());
+        let mut edge_pages = Vec::new();
+        for (i, g) in groups.iter().skip(2).enumerate() {
+            let (out, continuous) = edge.push_group(g.clone());
+            assert_eq!(continuous, i > 0, "the first one is a jump");
+            edge_pages.extend(out.publish.into_iter().map(|p| p.page));
+        }
+        assert_eq!(edge_pages, origin_pages[2..]);
+        assert_eq!(edge.packets(), origin.packets() - origin.packets() % 5);
+        // a group that skips one is not continuous
+        let mut gapped = Program::new(4, "Same", 4800);
+        gapped.push_group(groups[0].clone());
+        assert!(!gapped.push_group(groups[2].clone()).1);
     }
 
     #[test]

@@ -68,6 +68,17 @@ pub struct Config {
     pub rtc_listen: Option<SocketAddr>,
     /// The IP peers are told to send to, when `rtc_listen` is a wildcard.
     pub rtc_public_ip: Option<std::net::IpAddr>,
+    /// Run as an edge of this node (`http://host:port`): carry its spaces.
+    pub upstream: Option<String>,
+    /// This node's token (role `node`) for its upstream.
+    pub node_token: Option<String>,
+    /// Redis for the node directory and fleet-wide counts (`redis://…`).
+    pub redis: Option<String>,
+    /// The control plane's database: `postgres://…` to share it between
+    /// nodes; unset, embedded SQLite under `data`.
+    pub database: Option<String>,
+    /// This node's name in the directory (default: its public URL).
+    pub node_name: Option<String>,
 }
 
 impl Default for Config {
@@ -102,6 +113,11 @@ impl Default for Config {
             listener_send_buffer: 32 * 1024,
             rtc_listen: None,
             rtc_public_ip: None,
+            upstream: None,
+            node_token: None,
+            redis: None,
+            database: None,
+            node_name: None,
         }
     }
 }
@@ -137,6 +153,17 @@ impl Config {
         }
         if self.max_header_bytes < 512 {
             return Err("max_header_bytes must be at least 512".into());
+        }
+        if self.upstream.is_some() && self.node_token.is_none() {
+            return Err(
+                "an edge (--upstream) needs --node-token (tribune token --role node on the origin)"
+                    .into(),
+            );
+        }
+        if let Some(url) = &self.upstream {
+            if !url.starts_with("http://") {
+                return Err(format!("--upstream {url:?}: expected http://host:port"));
+            }
         }
         Ok(())
     }

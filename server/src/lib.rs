@@ -22,7 +22,7 @@ use config::Config;
 use control::{auth, spaces::App, store};
 use front::admit::Admission;
 use front::Lane;
-use tribune_core::token::{self, Claims, Role};
+use tribune_core::token::{Claims, Role};
 
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), String> {
@@ -48,20 +48,45 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let rtc = stage::RtcHub::bind(rtc_addr, cfg.rtc_public_ip)
         .await
         .map_err(|e| format!("cannot bind the stage's UDP port {rtc_addr}: {e}"))?;
-    let app = App::load(cfg, bound, store, secret, metrics, rtc)
-        .await
-        .map_err(|e| format!("cannot load spaces: {e}"))?;
-    let admin = Claims::new("admin", Role::Admin, None, clock::wall_secs(), 30 * 86_400);
-    let admin_token = token::sign(&admin, &app.secret).map_err(|e| e.to_string())?;
+    // an edge verifies with its upstream's keys and mints nothing; the
+    // origin signs with its own
+    let (keys, upstream, keys_created) = match (&cfg.upstream, &cfg.node_token) {
+        (Some(url), Some(token)) => {
+            let upstream = control::upstream::Upstream::new(url, token)?;
+            upstream.check_token().await?;
+            let keys = auth::Keys::verify_only(upstream.jwks().await?)?;
+            (keys, Some(upstream), false)
+        }
+        _ => {
+            let (keys, created) = auth::Keys::origin(&cfg.data, &secret)?;
+            (keys, None, created)
+        }
+    };
+    let app = App::load(control::spaces::Parts {
+        cfg,
+        bound,
+        store,
+        secret,
+        keys,
+        upstream,
+        metrics,
+        rtc,
+    })
+    .await
+    .map_err(|e| format!("cannot load spaces: {e}"))?;
     let base = app.base_url();
-    if created {
-        println!(
-            "created signing secret in {}",
-            auth::secret_path(&app.cfg.data).display()
-        );
+    if keys_created || created {
+        println!("created signing keys in {}", app.cfg.data.display());
     }
     println!("tribune listening on {base}");
-    println!("admin: {base}/#admin={admin_token}");
+    match &app.upstream {
+        Some(up) => println!("edge of {} (relays its spaces; mints no tokens)", up.url),
+        None => {
+            let admin = Claims::new("admin", Role::Admin, None, clock::wall_secs(), 30 * 86_400);
+            let admin_token = app.keys.sign(&admin)?;
+            println!("admin: {base}/#admin={admin_token}");
+        }
+    }
     println!("stage WebRTC on udp://{}", app.rtc.candidate);
     let admission = Admission::new(app.clone());
     let router = control::router(app.clone()).merge(front::admit::routes(admission.clone()));

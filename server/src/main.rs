@@ -87,6 +87,21 @@ struct ServeArgs {
     /// IP that browsers are told to send WebRTC media to.
     #[arg(long)]
     rtc_public_ip: Option<std::net::IpAddr>,
+    /// Run as an edge of this node (http://host:port): carry its spaces.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// This node's token for its upstream (tribune token --role node).
+    #[arg(long)]
+    node_token: Option<String>,
+    /// Redis for the node directory and fleet-wide counts (redis://host:port).
+    #[arg(long)]
+    redis: Option<String>,
+    /// The control plane's database (postgres://…); default: embedded SQLite.
+    #[arg(long)]
+    database: Option<String>,
+    /// This node's name in the directory (default: its public URL).
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -94,7 +109,7 @@ struct TokenArgs {
     /// Data directory holding the signing secret.
     #[arg(long, default_value = "data")]
     data: PathBuf,
-    /// admin, host, speaker or listener.
+    /// admin, host, speaker, listener or node.
     #[arg(long)]
     role: String,
     /// Limit the token to one space.
@@ -131,12 +146,12 @@ fn print_token(args: TokenArgs) -> Result<(), String> {
             return Err(format!("invalid space id {space:?}"));
         }
     }
-    let secret = auth::load_secret(&args.data)?;
+    let signer = auth::load_signing_key(&args.data)?;
     let identity = args.identity.unwrap_or_else(|| role.as_str().to_string());
     let claims = Claims::new(&identity, role, args.space.as_deref(), wall_secs(), ttl);
     println!(
         "{}",
-        token::sign(&claims, &secret).map_err(|e| e.to_string())?
+        token::sign(&claims, &signer).map_err(|e| e.to_string())?
     );
     Ok(())
 }
@@ -181,6 +196,17 @@ fn build_config(args: &ServeArgs) -> Result<Config, String> {
     }
     if args.rtc_public_ip.is_some() {
         cfg.rtc_public_ip = args.rtc_public_ip;
+    }
+    for (setting, value) in [
+        (&mut cfg.upstream, &args.upstream),
+        (&mut cfg.node_token, &args.node_token),
+        (&mut cfg.redis, &args.redis),
+        (&mut cfg.database, &args.database),
+        (&mut cfg.node_name, &args.node_name),
+    ] {
+        if value.is_some() {
+            *setting = value.clone();
+        }
     }
     cfg.validate()?;
     Ok(cfg)

@@ -261,7 +261,11 @@ fn private_spaces_check_the_token_before_anything_is_allocated() {
         1_700_000_000,
         1_000_000_000,
     );
-    let forged = tribune_core::token::sign(&claims, b"some other node's secret.........").unwrap();
+    // signed with a key of its own (EdDSA), as any outsider can
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng).unwrap();
+    let outsider = tribune_core::token::Signer::from_pkcs8(der.as_ref()).unwrap();
+    let forged = tribune_core::token::sign(&claims, &outsider).unwrap();
     let r = answer(open_listener(&s, &id, &format!("?token={forged}")));
     assert_eq!(r.status, 401);
     assert!(r.text().contains("signature"), "{}", r.text());

@@ -33,7 +33,14 @@ fn spaces_move_through_their_lifecycle_with_clear_errors() {
         1_700_000_000,
         1_000_000_000,
     );
-    let forged = tribune_core::token::sign(&claims, b"not the node's secret, not at all").unwrap();
+    // HS256 with a secret that is not the node's, as tokens of earlier
+    // versions were signed
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"not the node's secret, not at all"),
+    )
+    .unwrap();
     let r = request(
         s.addr,
         "POST",

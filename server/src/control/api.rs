@@ -4,8 +4,8 @@
 use super::auth::{self, AuthError};
 use super::spaces::{App, SpaceEntry};
 use super::{
-    bearer, entry_or_404, ignore_unknown_range, readable_entry, reader_claims, space_json,
-    ApiError, ApiResult, Shared,
+    bearer, entry_or_404, ignore_unknown_range, origin_only, readable_entry, reader_claims,
+    space_json, ApiError, ApiResult, Shared,
 };
 use crate::clock::wall_secs;
 use crate::live::recorder::recording_path;
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
 use tribune_core::space::{valid_space_id, SpaceState, Transition};
-use tribune_core::token::{self, parse_ttl, Claims, Role};
+use tribune_core::token::{parse_ttl, Claims, Role};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -61,6 +61,7 @@ async fn show_space(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
+    app.space_or_fetch(&id).await;
     let e = readable_entry(&app, &id, &headers, query.as_deref())?;
     Ok(Json(space_json(&app, &e)).into_response())
 }
@@ -81,6 +82,7 @@ async fn create_space(
     headers: HeaderMap,
     body: Result<Json<CreateSpace>, JsonRejection>,
 ) -> ApiResult {
+    origin_only(&app)?;
     let claims = bearer(&app, &headers)?;
     if claims.role < Role::Host {
         return Err(AuthError::Forbidden {
@@ -117,8 +119,10 @@ async fn create_space(
         wall_secs(),
         7 * 86_400,
     );
-    let host_token = token::sign(&host, &app.secret)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let host_token = app
+        .keys
+        .sign(&host)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
     body["host_token"] = json!(host_token);
     let location = format!("/api/spaces/{}", entry.row.id);
     Ok((
@@ -130,6 +134,7 @@ async fn create_space(
 }
 
 async fn transition(app: Arc<App>, headers: HeaderMap, id: String, t: Transition) -> ApiResult {
+    origin_only(&app)?;
     let claims = bearer(&app, &headers)?;
     let action = match t {
         Transition::Start => "starting this space",
@@ -164,6 +169,7 @@ async fn mint_token(
     Path(id): Path<String>,
     body: Result<Json<MintToken>, JsonRejection>,
 ) -> ApiResult {
+    origin_only(&app)?;
     let claims = bearer(&app, &headers)?;
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "minting tokens for this space")?;
@@ -188,8 +194,10 @@ async fn mint_token(
         ));
     }
     let minted = Claims::new(&identity, role, Some(&id), wall_secs(), ttl);
-    let token = token::sign(&minted, &app.secret)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let token = app
+        .keys
+        .sign(&minted)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
     Ok((StatusCode::CREATED, Json(json!({
         "token": token, "role": role, "space": id, "identity": identity, "expires_at": minted.exp,
     }))).into_response())

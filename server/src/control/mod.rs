@@ -6,9 +6,11 @@
 pub mod api;
 pub mod auth;
 mod pages;
+pub mod relay_api;
 pub mod spaces;
 pub mod stage_api;
 pub mod store;
+pub mod upstream;
 
 use crate::clock::wall_secs;
 use auth::AuthError;
@@ -83,7 +85,7 @@ pub fn bearer(app: &App, headers: &HeaderMap) -> Result<Claims, AuthError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = auth::token_from_header(value)?;
-    auth::verify(&app.secret, &token, wall_secs())
+    auth::verify(&app.keys, &token, wall_secs())
 }
 
 /// A token from `?token=` (players and EventSource cannot send headers).
@@ -97,7 +99,7 @@ pub fn query_token(query: Option<&str>) -> Option<&str> {
 /// The claims of whoever asks, when they sent a valid token.
 pub(super) fn reader_claims(app: &App, headers: &HeaderMap, query: Option<&str>) -> Option<Claims> {
     match query_token(query) {
-        Some(t) => auth::verify(&app.secret, t, wall_secs()).ok(),
+        Some(t) => auth::verify(&app.keys, t, wall_secs()).ok(),
         None => bearer(app, headers).ok(),
     }
 }
@@ -128,7 +130,7 @@ pub fn require_read(
             )
         })?,
     };
-    let claims = auth::verify(&app.secret, &token, wall_secs())?;
+    let claims = auth::verify(&app.keys, &token, wall_secs())?;
     auth::require(
         &claims,
         &entry.row.id,
@@ -199,6 +201,20 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
 }
 
 /// Every space the asker may read: private ones only with their token.
+/// Writes to the control plane happen on the origin; an edge says where.
+pub fn origin_only(app: &App) -> Result<(), ApiError> {
+    match &app.upstream {
+        Some(up) => Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this node is an edge of {}: send this to the origin",
+                up.url
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The space's public URLs.
 pub struct SpaceUrls {
     pub page: String,
@@ -235,6 +251,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(api::routes())
+        .merge(relay_api::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(stage_api::routes())

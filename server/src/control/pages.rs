@@ -49,6 +49,7 @@ async fn index_page() -> Html<&'static str> {
 }
 
 async fn space_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    app.space_or_fetch(&id).await;
     entry_or_404(&app, &id)?;
     Ok(Html(INDEX_HTML).into_response())
 }

@@ -2,7 +2,9 @@
 //! the signing secret, and each space with, while it is live, its program
 //! and its stage. Start and end go through here, once each.
 
+use super::auth::Keys;
 use super::store::{SpaceRow, Store};
+use super::upstream::Upstream;
 use crate::clock::{wall_ms, Mono};
 use crate::config::Config;
 use crate::health::Health;
@@ -16,11 +18,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use tribune_core::admission::IpRate;
 use tribune_core::space::{SpaceState, Transition};
 
-/// A live space on this node: its program, and the stage feeding it.
+/// A live space on this node: its program, and the stage feeding it (on
+/// the origin; an edge relays the program and has no stage).
 #[derive(Clone)]
 pub struct OnAir {
     pub space: Arc<LiveSpace>,
-    pub stage: Arc<StageHub>,
+    pub stage: Option<Arc<StageHub>>,
 }
 
 #[derive(Clone)]
@@ -33,7 +36,12 @@ pub struct App {
     pub cfg: Config,
     pub bound: SocketAddr,
     pub store: Store,
+    /// The node's own secret (waiting-room tickets).
     pub secret: Vec<u8>,
+    /// How tokens are verified here (and signed, on the origin).
+    pub keys: Keys,
+    /// The node this one relays from, when it is an edge.
+    pub upstream: Option<Upstream>,
     pub metrics: PrometheusHandle,
     /// The stage's WebRTC peers, on one UDP port.
     pub rtc: RtcHub,
@@ -61,20 +69,40 @@ pub enum AppError {
     Recording(#[from] std::io::Error),
 }
 
+/// What a node is made of, before its spaces are loaded.
+pub struct Parts {
+    pub cfg: Config,
+    pub bound: SocketAddr,
+    pub store: Store,
+    pub secret: Vec<u8>,
+    pub keys: Keys,
+    pub upstream: Option<Upstream>,
+    pub metrics: PrometheusHandle,
+    pub rtc: RtcHub,
+}
+
 impl App {
     /// Loads every space; live ones get their hub back, their recording
-    /// recovered after a crash.
-    pub async fn load(
-        cfg: Config,
-        bound: SocketAddr,
-        store: Store,
-        secret: Vec<u8>,
-        metrics: PrometheusHandle,
-        rtc: RtcHub,
-    ) -> Result<Arc<App>, AppError> {
+    /// recovered after a crash. An edge keeps no spaces of its own: it
+    /// learns them from its upstream as listeners ask.
+    pub async fn load(parts: Parts) -> Result<Arc<App>, AppError> {
+        let Parts {
+            cfg,
+            bound,
+            store,
+            secret,
+            keys,
+            upstream,
+            metrics,
+            rtc,
+        } = parts;
         let health = Arc::new(Health::default());
         let mut map = HashMap::new();
-        for mut row in store.all().await? {
+        let rows = match upstream {
+            Some(_) => Vec::new(),
+            None => store.all().await?,
+        };
+        for mut row in rows {
             let mut live = None;
             if row.state == SpaceState::Live {
                 let hub = LiveSpace::open(
@@ -95,7 +123,10 @@ impl App {
                     store.update(&row).await?;
                 } else {
                     let stage = StageHub::new(hub.clone(), rtc.clone(), &cfg.data);
-                    live = Some(OnAir { space: hub, stage });
+                    live = Some(OnAir {
+                        space: hub,
+                        stage: Some(stage),
+                    });
                 }
             }
             map.insert(row.id.clone(), SpaceEntry { row, live });
@@ -106,6 +137,8 @@ impl App {
             bound,
             store,
             secret,
+            keys,
+            upstream,
             metrics,
             rtc,
             health,
@@ -126,6 +159,78 @@ impl App {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// The space, learned from the upstream first when this node is an
+    /// edge that does not know it yet (or knows it only as scheduled): a
+    /// live one starts being relayed here.
+    pub async fn space_or_fetch(self: &Arc<Self>, id: &str) -> Option<SpaceEntry> {
+        let known = self.space(id);
+        let Some(upstream) = self.upstream.clone() else {
+            return known;
+        };
+        if known
+            .as_ref()
+            .is_some_and(|e| e.row.state != SpaceState::Scheduled)
+        {
+            return known;
+        }
+        if !tribune_core::space::valid_space_id(id) {
+            return None;
+        }
+        let _serial = self.transitions.lock().await;
+        if let Some(e) = self
+            .space(id)
+            .filter(|e| e.row.state != SpaceState::Scheduled)
+        {
+            return Some(e);
+        }
+        let (status, json) = match upstream.get_json(&format!("/api/spaces/{id}")).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(space = id, error = %e, "cannot ask the upstream");
+                return known;
+            }
+        };
+        if status != 200 {
+            return None;
+        }
+        let row = row_from_json(id, &json)?;
+        let live = (row.state == SpaceState::Live).then(|| {
+            let space = LiveSpace::relayed(&self.cfg, self.health.clone(), id, &row.title);
+            let (app, relayed) = (self.clone(), space.clone());
+            tokio::spawn(async move {
+                let end = super::upstream::pull(upstream, relayed.clone()).await;
+                tracing::info!(space = %relayed.id, ?end, "relay finished");
+                app.relay_ended(&relayed.id);
+            });
+            OnAir { space, stage: None }
+        });
+        let entry = SpaceEntry { row, live };
+        self.spaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), entry.clone());
+        Some(entry)
+    }
+
+    /// The upstream ended a space this node relayed.
+    fn relay_ended(&self, id: &str) {
+        let mut spaces = self.spaces.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = spaces.get_mut(id) {
+            if let Some(on_air) = e.live.take() {
+                on_air.space.end_relayed();
+                e.row.peak_listeners = on_air.space.peak_listeners() as u64;
+                e.row.packets = on_air.space.packets();
+                e.row.duration_ms = on_air.space.duration_ms();
+            }
+            e.row.state = SpaceState::Ended;
+            e.row.ended_at.get_or_insert(wall_ms());
+        }
+    }
+
+    pub fn is_edge(&self) -> bool {
+        self.upstream.is_some()
     }
 
     pub fn list(&self) -> Vec<SpaceEntry> {
@@ -193,7 +298,10 @@ impl App {
                 )?;
                 let stage = StageHub::new(space.clone(), self.rtc.clone(), &self.cfg.data);
                 entry.row.started_at = Some(wall_ms());
-                entry.live = Some(OnAir { space, stage });
+                entry.live = Some(OnAir {
+                    space,
+                    stage: Some(stage),
+                });
             }
             Transition::End => {
                 if let Some(OnAir { space: live, .. }) = entry.live.take() {
@@ -227,4 +335,23 @@ fn new_space_id() -> String {
     (0..12)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+/// A space as the upstream's API describes it.
+fn row_from_json(id: &str, v: &serde_json::Value) -> Option<SpaceRow> {
+    let u = |k: &str| v[k].as_u64();
+    Some(SpaceRow {
+        id: id.to_string(),
+        title: v["title"].as_str()?.to_string(),
+        state: v["state"].as_str()?.parse().ok()?,
+        created_by: v["created_by"].as_str().unwrap_or_default().to_string(),
+        created_at: u("created_at").unwrap_or(0),
+        scheduled_at: u("scheduled_at"),
+        started_at: u("started_at"),
+        ended_at: u("ended_at"),
+        peak_listeners: u("peak_listeners").unwrap_or(0),
+        private: v["private"].as_bool().unwrap_or(false),
+        packets: u("packets").unwrap_or(0),
+        duration_ms: u("duration_ms").unwrap_or(0),
+    })
 }

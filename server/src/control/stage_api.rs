@@ -11,7 +11,7 @@ use super::{
 };
 use crate::clock::{wall_ms, wall_secs};
 use crate::stage::tracks::{list_tracks, track_title, tracks_dir};
-use crate::stage::JoinError;
+use crate::stage::{JoinError, StageHub};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 use tribune_core::space::SpaceState;
 use tribune_core::stage::{MutedBy, StageError, StageRole, MAX_ON_STAGE};
-use tribune_core::token::{self, Claims, Role};
+use tribune_core::token::{Claims, Role};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -86,11 +86,20 @@ fn stage_status(e: &StageError) -> StatusCode {
     }
 }
 
-/// The live space behind `id`, or why the stage is closed.
-fn live_entry(app: &App, id: &str) -> Result<(SpaceEntry, OnAir), ApiError> {
+/// The stage of the live space behind `id`, or why it is closed.
+fn live_entry(app: &App, id: &str) -> Result<(SpaceEntry, Arc<StageHub>), ApiError> {
     let entry = entry_or_404(app, id)?;
     match (entry.row.state, entry.live.clone()) {
-        (SpaceState::Live, Some(on_air)) => Ok((entry, on_air)),
+        (
+            SpaceState::Live,
+            Some(OnAir {
+                stage: Some(stage), ..
+            }),
+        ) => Ok((entry, stage)),
+        (SpaceState::Live, Some(_)) => Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this node relays the space; its stage is on the origin",
+        )),
         (SpaceState::Scheduled, _) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the space is not live yet: the host starts it first",
@@ -131,12 +140,12 @@ async fn whip_offer(
             "send the SDP offer with Content-Type: application/sdp",
         ));
     }
-    let (entry, on_air) = live_entry(&app, &id)?;
+    let (entry, stage) = live_entry(&app, &id)?;
     let offer = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text"))?;
     let identity = claims.sub.clone();
     let role = stage_role(claims.role, &identity, &entry.row.created_by);
-    let joined = on_air.stage.join(offer, &identity, role).map_err(|e| {
+    let joined = stage.join(offer, &identity, role).map_err(|e| {
         let status = match &e {
             JoinError::Offer(o) => {
                 StatusCode::from_u16(o.status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -174,11 +183,11 @@ async fn whip_delete(
         Role::Speaker,
         "ending a stage session in this space",
     )?;
-    let (_, on_air) = live_entry(&app, &id)?;
+    let (_, stage) = live_entry(&app, &id)?;
     let session = u64::from_str_radix(&session, 16)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such WHIP session"))?;
     let member = {
-        let st = on_air.stage.lock();
+        let st = stage.lock();
         st.members().iter().find(|m| m.session == session).cloned()
     };
     let Some(member) = member else {
@@ -187,7 +196,7 @@ async fn whip_delete(
     if member.identity != claims.sub {
         auth::require(&claims, &id, Role::Host, "ending someone else's session")?;
     }
-    on_air.stage.leave(session);
+    stage.leave(session);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -196,11 +205,12 @@ async fn whip_delete(
 const REQUESTS_SHOWN: usize = 100;
 
 fn stage_json(app: &App, entry: &SpaceEntry) -> Value {
-    let (members, requests, pending, open) = match &entry.live {
-        Some(live) => {
-            let mut st = live.stage.lock();
+    let stage = entry.live.as_ref().and_then(|o| o.stage.as_ref());
+    let (members, requests, pending, open) = match stage {
+        Some(stage) => {
+            let mut st = stage.lock();
             if st.expire(wall_ms()) > 0 {
-                live.stage.changed();
+                stage.changed();
             }
             let members = serde_json::to_value(st.members()).unwrap_or(Value::Null);
             let requests: Vec<_> = st.pending().take(REQUESTS_SHOWN).cloned().collect();
@@ -231,6 +241,7 @@ async fn show_stage(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
+    app.space_or_fetch(&id).await;
     let entry = readable_entry(&app, &id, &headers, query.as_deref())?;
     Ok(Json(stage_json(&app, &entry)).into_response())
 }
@@ -243,6 +254,7 @@ async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
+    app.space_or_fetch(&id).await;
     readable_entry(&app, &id, &headers, query.as_deref())?;
     struct Follow {
         app: Arc<App>,
@@ -272,16 +284,14 @@ async fn events(
         f.first = false;
         let entry = f.app.space(&f.id)?;
         if f.changes.is_none() {
-            if let Some(live) = &entry.live {
-                let mut rx = live.stage.subscribe();
+            if let Some(stage) = entry.live.as_ref().and_then(|o| o.stage.as_ref()) {
+                let mut rx = stage.subscribe();
                 rx.mark_unchanged();
                 f.changes = Some(rx);
             }
         }
-        let data: Arc<str> = match &entry.live {
-            Some(live) => live
-                .stage
-                .snapshot(|| stage_json(&f.app, &entry).to_string()),
+        let data: Arc<str> = match entry.live.as_ref().and_then(|o| o.stage.as_ref()) {
+            Some(stage) => stage.snapshot(|| stage_json(&f.app, &entry).to_string()),
             None => stage_json(&f.app, &entry).to_string().into(),
         };
         let event: Result<Event, Infallible> = Ok(Event::default().event("stage").data(&*data));
@@ -330,7 +340,7 @@ async fn request_to_speak(
         )
             .into_response());
     }
-    let (entry, live) = live_entry(&app, &id)?;
+    let (entry, stage) = live_entry(&app, &id)?;
     if entry.row.private {
         let claims = bearer(&app, &headers)?;
         auth::require(
@@ -342,11 +352,11 @@ async fn request_to_speak(
     }
     let Json(req) = body?;
     let rid = format!("{:08x}", rand::random::<u32>());
-    live.stage
+    stage
         .lock()
         .request(&rid, &req.name, peer.ip(), wall_ms())
         .map_err(stage_error)?;
-    live.stage.changed();
+    stage.changed();
     let claims = Claims::new(
         &request_ticket_subject(&rid),
         Role::Listener,
@@ -354,8 +364,10 @@ async fn request_to_speak(
         wall_secs(),
         12 * 3600,
     );
-    let ticket = token::sign(&claims, &app.secret)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let ticket = app
+        .keys
+        .sign(&claims)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": rid, "ticket": ticket })),
@@ -381,9 +393,9 @@ async fn withdraw_request(
     headers: HeaderMap,
 ) -> ApiResult {
     require_ticket(&app, &headers, &id, &rid)?;
-    let (_, live) = live_entry(&app, &id)?;
-    live.stage.lock().withdraw(&rid).map_err(stage_error)?;
-    live.stage.changed();
+    let (_, stage) = live_entry(&app, &id)?;
+    stage.lock().withdraw(&rid).map_err(stage_error)?;
+    stage.changed();
     Ok(StatusCode::OK.into_response())
 }
 
@@ -397,9 +409,9 @@ async fn host_decides(
     let claims = bearer(&app, &headers)?;
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "answering requests to speak")?;
-    let (_, live) = live_entry(&app, &id)?;
+    let (_, stage) = live_entry(&app, &id)?;
     {
-        let mut st = live.stage.lock();
+        let mut st = stage.lock();
         if approve {
             st.approve(&rid)
         } else {
@@ -407,7 +419,7 @@ async fn host_decides(
         }
         .map_err(stage_error)?;
     }
-    live.stage.changed();
+    stage.changed();
     Ok(Json(json!({ "id": rid, "approved": approve })).into_response())
 }
 
@@ -433,9 +445,9 @@ async fn set_queue(
         "opening or closing requests to speak",
     )?;
     let Json(req) = body?;
-    let (_, live) = live_entry(&app, &id)?;
-    live.stage.lock().set_requests_open(req.open);
-    live.stage.changed();
+    let (_, stage) = live_entry(&app, &id)?;
+    stage.lock().set_requests_open(req.open);
+    stage.changed();
     Ok(Json(json!({ "requests_open": req.open })).into_response())
 }
 
@@ -444,9 +456,9 @@ async fn clear_queue(State(app): Shared, Path(id): Path<String>, headers: Header
     let claims = bearer(&app, &headers)?;
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "clearing requests to speak")?;
-    let (_, live) = live_entry(&app, &id)?;
-    let declined = live.stage.lock().decline_all();
-    live.stage.changed();
+    let (_, stage) = live_entry(&app, &id)?;
+    let declined = stage.lock().decline_all();
+    stage.changed();
     tracing::info!(space = %id, declined, "host cleared the request queue");
     Ok(Json(json!({ "declined": declined })).into_response())
 }
@@ -474,9 +486,9 @@ async fn claim_token(
     headers: HeaderMap,
 ) -> ApiResult {
     require_ticket(&app, &headers, &id, &rid)?;
-    let (_, live) = live_entry(&app, &id)?;
+    let (_, stage) = live_entry(&app, &id)?;
     let claimed = {
-        let mut st = live.stage.lock();
+        let mut st = stage.lock();
         st.touch(&rid, wall_ms());
         st.claim(&rid)
     };
@@ -499,8 +511,10 @@ async fn claim_token(
         Err(e) => return Err(stage_error(e)),
     };
     let claims = Claims::new(&identity, Role::Speaker, Some(&id), wall_secs(), 12 * 3600);
-    let token = token::sign(&claims, &app.secret)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let token = app
+        .keys
+        .sign(&claims)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
     Ok(Json(json!({ "token": token, "identity": identity, "name": name })).into_response())
 }
 
@@ -529,10 +543,8 @@ async fn mute(
         ));
     };
     let Json(req) = body?;
-    let (_, live) = live_entry(&app, &id)?;
-    live.stage
-        .mute(&identity, req.muted, by)
-        .map_err(stage_error)?;
+    let (_, stage) = live_entry(&app, &id)?;
+    stage.mute(&identity, req.muted, by).map_err(stage_error)?;
     Ok(Json(json!({ "identity": identity, "muted": req.muted })).into_response())
 }
 
@@ -544,8 +556,8 @@ async fn remove(
     let claims = bearer(&app, &headers)?;
     entry_or_404(&app, &id)?;
     auth::require(&claims, &id, Role::Host, "moving speakers to the audience")?;
-    let (_, live) = live_entry(&app, &id)?;
-    live.stage.remove(&identity).map_err(stage_error)?;
+    let (_, stage) = live_entry(&app, &id)?;
+    stage.remove(&identity).map_err(stage_error)?;
     tracing::info!(space = %id, %identity, "host moved a speaker to the audience");
     Ok(Json(json!({ "identity": identity, "removed": true })).into_response())
 }

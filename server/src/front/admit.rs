@@ -298,7 +298,7 @@ impl Admission {
                 "this space is private: listen with ?token=<listener token>",
             ));
         };
-        auth::verify(&self.app.secret, token, wall_secs())
+        auth::verify(&self.app.keys, token, wall_secs())
             .and_then(|c| auth::require(&c, space_id, Role::Listener, "listening to this space"))
             .map_err(|e| Refused::plain(e.status(), "token_invalid", e.to_string()))
     }
@@ -445,6 +445,7 @@ async fn page_admission(
     axum::extract::Query(q): axum::extract::Query<AdmissionQuery>,
 ) -> Result<Response, crate::control::ApiError> {
     let app = &admission.app;
+    app.space_or_fetch(&id).await;
     let e = crate::control::entry_or_404(app, &id)?;
     // a private space's state is not told to strangers either
     crate::control::require_read(app, &e, &headers, q.token.as_deref())?;

@@ -24,6 +24,8 @@ pub struct ListenRequest {
     /// A listener token (private spaces), from `?token=` or Bearer.
     pub token: Option<String>,
     pub http_minor: u8,
+    /// `?from=SEQ`: resume at that seq; `Err` when it is not a number.
+    pub from: Result<Option<u64>, ()>,
 }
 
 impl ListenRequest {
@@ -36,6 +38,10 @@ impl ListenRequest {
                 crate::control::auth::token_from_header(head.header("authorization")).ok()
             }),
             http_minor: head.minor,
+            from: head
+                .query_param("from")
+                .map(|v| v.parse::<u64>().map_err(|_| ()))
+                .transpose(),
         }
     }
 }
@@ -66,7 +72,11 @@ pub async fn serve(
     mut guard: ConnGuard,
 ) {
     let app = &admission.app;
-    let Some(entry) = app.space(id) else {
+    let Ok(from) = req.from else {
+        let body = json!({"error": "from must be a packet seq (a whole number)"});
+        return answer(sock, refuse(400, &[], body, "bad_request")).await;
+    };
+    let Some(entry) = app.space_or_fetch(id).await else {
         let body = json!({"error": format!("no space with id {id:?}")});
         return answer(sock, refuse(404, &[], body, "unknown_space")).await;
     };
@@ -123,6 +133,7 @@ pub async fn serve(
     let stream = live::listen::Stream {
         http_minor: req.http_minor,
         head_only: req.head_only,
+        from,
     };
     live::listen::start(&live, sock, guard, stream, app.cfg.listener_send_buffer).await;
 }

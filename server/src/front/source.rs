@@ -43,7 +43,7 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let claims = auth::token_from_header(head.header("authorization"))
-        .and_then(|t| auth::verify(&app.secret, &t, wall_secs()))
+        .and_then(|t| auth::verify(&app.keys, &t, wall_secs()))
         .and_then(|c| {
             auth::require(&c, id, Role::Speaker, "publishing a source to this space").map(|_| c)
         });

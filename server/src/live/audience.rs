@@ -57,12 +57,14 @@ impl Audience {
         self.ring.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a page for the next flush.
-    pub fn stage(&self, page: Bytes, samples: u64, last: bool) {
-        self.ring
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .stage(page, samples, last);
+    /// Queues a page for the next flush; `seqs` (first, count) are its
+    /// packets', so listeners can resume at any of them.
+    pub fn stage(&self, page: Bytes, samples: u64, last: bool, seqs: Option<(u64, u64)>) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        match seqs {
+            Some((first, count)) => ring.stage_group(page, samples, last, first, count),
+            None => ring.stage(page, samples, last),
+        }
     }
 
     /// Publishes what was staged as one chunk and wakes the shards (none

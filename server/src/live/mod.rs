@@ -7,6 +7,7 @@ pub mod audience;
 pub mod guard;
 pub mod listen;
 pub mod recorder;
+pub mod relay;
 pub mod shard;
 pub mod space;
 

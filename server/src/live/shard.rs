@@ -61,15 +61,52 @@ impl Shards {
     /// Sends the new listener its headers and burst from the caller's task
     /// (time to first audio does not wait for a busy shard), then hands it
     /// to a shard for every flush after.
-    pub fn add(&self, sock: tokio::net::TcpStream, guard: ListenerGuard, chunked: bool) {
+    /// Where a new listener starts (a burst of recent audio, or the page
+    /// holding `from` when it resumes), and what it gets first: known
+    /// before the response head, which tells the first packet's seq.
+    pub fn prepare(&self, chunked: bool, from: Option<u64>) -> Joining {
+        let now = self.started.elapsed().as_millis() as u64;
+        let mut cursor = match from {
+            Some(seq) => ListenerCursor::resuming(chunked, now, seq),
+            None => ListenerCursor::new(chunked, now),
+        };
+        let mut pending = Vec::new();
+        let headers = self.audience.headers();
+        let ring = self.audience.ring();
+        // a resume the ring can no longer serve becomes a plain join; the
+        // seq header shows the gap
+        if cursor
+            .fill(
+                &ring,
+                headers.as_ref(),
+                self.rules.burst_samples,
+                &mut pending,
+            )
+            .is_err()
+        {
+            pending.clear();
+            cursor = ListenerCursor::new(chunked, now);
+            let _ = cursor.fill(
+                &ring,
+                headers.as_ref(),
+                self.rules.burst_samples,
+                &mut pending,
+            );
+        }
+        Joining { cursor, pending }
+    }
+
+    /// Writes the prepared listener's first buffers from the caller's task,
+    /// then hands it to a shard.
+    pub fn add(&self, sock: tokio::net::TcpStream, guard: ListenerGuard, joining: Joining) {
         let space = &self.audience;
         let Ok(sock) = sock.into_std() else { return };
         let now = self.started.elapsed().as_millis() as u64;
         let mut l = Listener {
             sock,
             guard,
-            cursor: ListenerCursor::new(chunked, now),
-            pending: Vec::new(),
+            cursor: joining.cursor,
+            pending: joining.pending,
             stray: 0,
         };
         let mut written = 0;
@@ -81,6 +118,19 @@ impl Shards {
             // a closed shard means the space is gone: dropping the listener closes it
             let _ = self.joins[i].send(l);
         }
+    }
+}
+
+/// A listener about to be added: its cursor and first buffers.
+pub struct Joining {
+    cursor: ListenerCursor,
+    pending: Vec<Bytes>,
+}
+
+impl Joining {
+    /// Seq of the first packet it gets, when known.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.cursor.first_seq()
     }
 }
 

@@ -9,12 +9,14 @@ use crate::config::Config;
 use crate::health::Health;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tribune_core::fanout::ChunkRing;
+use tribune_core::history::History;
 use tribune_core::pace::Pacer;
 use tribune_core::space::stream_serial;
+use tribune_core::track::Group;
 use tribune_core::SAMPLE_RATE;
 use tribune_media::demux::SourcePacket;
 use tribune_media::program::{Output, Program};
@@ -23,7 +25,14 @@ pub struct LiveSpace {
     pub id: String,
     program: Mutex<Program>,
     pub audience: Arc<Audience>,
-    recorder: RecorderHandle,
+    /// The origin records; an edge relays what the origin recorded.
+    recorder: Option<RecorderHandle>,
+    /// Recent groups, for relays to other nodes.
+    history: RwLock<History>,
+    /// The next group index, bumped as each group closes (relays wake on it).
+    groups_tx: watch::Sender<u64>,
+    /// The epoch of the header pages (relays send it on).
+    epoch_tx: watch::Sender<Option<u64>>,
     source_active: AtomicBool,
     /// Sources are paced to real time across their sessions: reconnecting
     /// does not buy a new allowance.
@@ -98,13 +107,49 @@ impl LiveSpace {
             );
         }
         let recorder = recorder::spawn(id.to_string(), file, Duration::from_millis(cfg.fsync_ms));
-        let (ending, _) = watch::channel(false);
         let program = Program::resume(stream_serial(id), title, cfg.group_samples(), &recovered);
+        Ok(LiveSpace::start(
+            cfg,
+            health,
+            id,
+            title,
+            peak,
+            program,
+            Some(recorder),
+        ))
+    }
+
+    /// A space this node relays from its upstream (an edge): no recorder,
+    /// no sources; groups and epochs come through `push_group`.
+    pub fn relayed(cfg: &Config, health: Arc<Health>, id: &str, title: &str) -> Arc<LiveSpace> {
+        let program = Program::new(stream_serial(id), title, cfg.group_samples());
+        LiveSpace::start(cfg, health, id, title, 0, program, None)
+    }
+
+    fn start(
+        cfg: &Config,
+        health: Arc<Health>,
+        id: &str,
+        title: &str,
+        peak: u64,
+        program: Program,
+        recorder: Option<RecorderHandle>,
+    ) -> Arc<LiveSpace> {
+        let (ending, _) = watch::channel(false);
         let ring = ChunkRing::bounded(cfg.ring_chunks(), cfg.ring_bytes());
         let audience = Audience::new(id, title, ring, peak as usize, health);
         audience.set_headers(program.headers().cloned());
+        let position = program.position();
+        let history = History::new(
+            cfg.ring_ms * SAMPLE_RATE / 1000,
+            position.next_group,
+            position.next_seq,
+        );
         let live = Arc::new(LiveSpace {
             id: id.to_string(),
+            groups_tx: watch::channel(position.next_group).0,
+            epoch_tx: watch::channel(program.epoch_ms()).0,
+            history: RwLock::new(history),
             program: Mutex::new(program),
             audience: Arc::new(audience),
             recorder,
@@ -120,7 +165,7 @@ impl LiveSpace {
             Arc::downgrade(&live),
             Duration::from_millis(cfg.flush_ms),
         ));
-        Ok(live)
+        live
     }
 
     /// Claims the single source slot, or `None` when a source is connected.
@@ -177,29 +222,74 @@ impl LiveSpace {
     /// stage mixer's output (encoded once). `new_session` re-anchors the
     /// stream's epoch.
     pub fn push(&self, packets: &[SourcePacket], now_ms: u64, new_session: bool) {
-        let (out, headers) = {
-            let mut program = self.lock_program();
-            let out = program.push(packets, now_ms, new_session);
-            // a new session's header pages (a new epoch) for listeners from now on
-            let headers = new_session.then(|| program.headers().cloned());
-            (out, headers)
-        };
-        if let Some(headers) = headers {
-            self.audience.set_headers(headers);
-        }
+        let out = self.lock_program().push(packets, now_ms, new_session);
         self.packets_metric.increment(packets.len() as u64);
         self.emit(out);
     }
 
+    /// A group made upstream (an edge). False when it did not continue the
+    /// track (a gap upstream).
+    pub fn push_group(&self, group: Arc<Group>) -> bool {
+        let packets = group.packets.len() as u64;
+        let (out, continuous) = self.lock_program().push_group(group);
+        self.packets_metric.increment(packets);
+        self.emit(out);
+        continuous
+    }
+
+    /// The epoch an upstream anchored (an edge's header pages are the origin's).
+    pub fn set_epoch(&self, epoch_ms: u64) {
+        let out = self.lock_program().set_epoch(epoch_ms);
+        self.emit(out);
+    }
+
     /// Pages to the recorder (shared with the ring: no copy), then to the
-    /// ring for the next flush.
+    /// ring for the next flush; groups to the history for relays.
     fn emit(&self, out: Output) {
-        for page in out.record {
-            self.recorder.append(page);
+        if let Some(recorder) = &self.recorder {
+            for page in out.record {
+                recorder.append(page);
+            }
+        }
+        if let Some(headers) = out.new_headers {
+            // a new epoch's header pages, for listeners from now on
+            self.audience.set_headers(Some(headers));
+            self.epoch_tx.send_replace(self.lock_program().epoch_ms());
         }
         for p in out.publish {
-            self.audience.stage(p.page, p.samples, p.last);
+            self.audience.stage(p.page, p.samples, p.last, p.seqs);
         }
+        if let Some(last) = out.groups.last().map(|g| g.index) {
+            let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
+            for g in out.groups {
+                history.push(g);
+            }
+            drop(history);
+            self.groups_tx.send_replace(last + 1);
+        }
+    }
+
+    /// Recent groups, for relays.
+    pub fn history(&self) -> std::sync::RwLockReadGuard<'_, History> {
+        self.history.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes when a group closes (its value: the next group's index).
+    pub fn subscribe_groups(&self) -> watch::Receiver<u64> {
+        self.groups_tx.subscribe()
+    }
+
+    /// Changes when the epoch does.
+    pub fn subscribe_epoch(&self) -> watch::Receiver<Option<u64>> {
+        self.epoch_tx.subscribe()
+    }
+
+    /// The upstream ended the space: the relayed program ends too.
+    pub fn end_relayed(&self) {
+        self.ending.send_replace(true);
+        let out = self.lock_program().finish();
+        self.emit(out);
+        self.audience.flush();
     }
 
     /// Ends the program: the partial group becomes the last page, listeners
@@ -209,7 +299,10 @@ impl LiveSpace {
         let out = self.lock_program().finish();
         self.emit(out);
         self.audience.flush();
-        self.recorder.finish().await
+        match &self.recorder {
+            Some(recorder) => recorder.finish().await,
+            None => Ok(0),
+        }
     }
 
     /// Packets on the program track so far (its next seq).

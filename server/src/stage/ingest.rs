@@ -39,7 +39,7 @@ pub async fn receive(
         stall,
     } = upload;
     let live = &on_air.space;
-    let stage = &on_air.stage;
+    let stage = on_air.stage.as_deref();
     let mut ending = live.subscribe_ending();
     let mut demux = Demuxer::new();
     let mut body = Vec::with_capacity(16 * 1024);
@@ -70,7 +70,7 @@ pub async fn receive(
                     to += 1;
                 }
                 // while speakers are on stage, the source is one input of the mix
-                if to > from && !stage.feed_source(&packets[from..to], now) {
+                if to > from && !stage.is_some_and(|s| s.feed_source(&packets[from..to], now)) {
                     slot.push(&packets[from..to], now);
                 }
                 from = to;
@@ -101,6 +101,8 @@ pub async fn receive(
         }
     };
     drop(slot);
-    stage.source_gone();
+    if let Some(stage) = stage {
+        stage.source_gone();
+    }
     (outcome, total_packets)
 }

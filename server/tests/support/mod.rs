@@ -35,8 +35,14 @@ impl Server {
 
     /// Starts on an existing data directory (for restart tests).
     pub fn start_in(data: &Path, args: &[&str]) -> Server {
+        Server::start_at(data, "127.0.0.1:0", args)
+    }
+
+    /// Starts on `listen` (a fixed port, for a node that must come back
+    /// where it was).
+    pub fn start_at(data: &Path, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tribune"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -60,7 +66,8 @@ impl Server {
             }
             // the reserved lane, when there is one, is announced last
             if line.starts_with("reserved lane")
-                || (line.starts_with("admin: ") && !args.contains(&"--reserved-listen"))
+                || ((line.starts_with("admin: ") || line.starts_with("edge of "))
+                    && !args.contains(&"--reserved-listen"))
             {
                 break;
             }

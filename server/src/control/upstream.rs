@@ -1,0 +1,194 @@
+//! An edge's link to its upstream (the origin, or another edge): the
+//! public keys it verifies tokens with, the spaces it carries, and for
+//! each live one the relay of its track, pulled once and resumed by seq
+//! after any drop.
+
+use crate::clock::wall_ms;
+use crate::live::LiveSpace;
+use jsonwebtoken::jwk::JwkSet;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tribune_client::stream::{get_with, parse_url, Failure, Target};
+use tribune_media::chunked::ChunkedDecoder;
+use tribune_media::relay::{Decoder, Frame, CONTENT_TYPE};
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub url: String,
+    target: Target,
+    auth: String,
+}
+
+/// How long an API call to the upstream may take.
+const API_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest pause between attempts to reach the upstream again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl Upstream {
+    /// `url`: the upstream's base URL (`http://host:port`); `token`: this
+    /// node's token (role `node`).
+    pub fn new(url: &str, token: &str) -> Result<Upstream, String> {
+        let url = url.trim_end_matches('/').to_string();
+        let target = parse_url(&url)?;
+        Ok(Upstream {
+            url,
+            target,
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    /// `GET path` as this node: the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> Result<(u16, Value), String> {
+        let by = Instant::now() + API_DEADLINE;
+        let headers = [("Authorization", self.auth.as_str())];
+        let answer = get_with(&self.target, path, &headers, None, None, by)
+            .await
+            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        let status = answer.status();
+        let body = answer
+            .body(1 << 20, by)
+            .await
+            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+
+    /// The keys tokens are verified with, as the upstream publishes them.
+    pub async fn jwks(&self) -> Result<JwkSet, String> {
+        let (status, body) = self.get_json("/.well-known/jwks.json").await?;
+        if status != 200 {
+            return Err(format!(
+                "upstream {} answered {status} for its keys",
+                self.url
+            ));
+        }
+        serde_json::from_value(body).map_err(|e| format!("upstream keys: {e}"))
+    }
+
+    /// Checks that the upstream takes this node's token (a clear error at
+    /// start, not at the first listener).
+    pub async fn check_token(&self) -> Result<(), String> {
+        let (status, body) = self.get_json("/api/node").await?;
+        match status {
+            200 => Ok(()),
+            _ => Err(format!(
+                "upstream {} refused this node's token ({status}): {}",
+                self.url,
+                body["error"].as_str().unwrap_or("")
+            )),
+        }
+    }
+}
+
+/// Why a relay stopped for good.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The upstream sent the end of the space.
+    Ended,
+    /// The upstream no longer has the space (404/410).
+    Gone,
+}
+
+/// Pulls `live`'s track from the upstream until the space ends: once
+/// connected, every frame goes into the program; after a drop it asks again
+/// from the next seq it needs, so nothing is duplicated and nothing is
+/// missed while the upstream still holds it.
+pub async fn pull(upstream: Upstream, live: Arc<LiveSpace>) -> RelayEnd {
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts = 0u64;
+    let gaps = metrics::counter!("tribune_relay_gaps_total", "space" => live.id.clone());
+    let reconnects =
+        metrics::counter!("tribune_relay_reconnects_total", "space" => live.id.clone());
+    loop {
+        let from = (attempts > 0).then(|| live.history().next_seq());
+        attempts += 1;
+        match pull_once(&upstream, &live, from, &gaps).await {
+            Ok(end) => return end,
+            Err(e) => {
+                tracing::info!(space = %live.id, upstream = %upstream.url, error = %e, "relay link dropped; resuming");
+                reconnects.increment(1);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection of the relay. `Err` when the link dropped.
+async fn pull_once(
+    upstream: &Upstream,
+    live: &Arc<LiveSpace>,
+    from: Option<u64>,
+    gaps: &metrics::Counter,
+) -> Result<RelayEnd, String> {
+    let path = match from {
+        Some(seq) => format!("/spaces/{}/relay?from={seq}", live.id),
+        None => format!("/spaces/{}/relay", live.id),
+    };
+    let headers = [
+        ("Authorization", upstream.auth.as_str()),
+        ("Accept", CONTENT_TYPE),
+    ];
+    let by = Instant::now() + API_DEADLINE;
+    let mut answer = get_with(&upstream.target, &path, &headers, None, None, by)
+        .await
+        .map_err(|e: Failure| format!("{e:?}"))?;
+    match answer.status() {
+        200 => {}
+        404 | 410 => return Ok(RelayEnd::Gone),
+        status => return Err(format!("upstream answered {status}")),
+    }
+    let mut chunked = answer.head.chunked().then(ChunkedDecoder::default);
+    let mut decoder = Decoder::default();
+    let mut body = Vec::new();
+    // a link that says nothing (not even a keepalive) is dead
+    let silence = Duration::from_secs(6);
+    loop {
+        if !answer.buf.is_empty() {
+            body.clear();
+            let done = match chunked.as_mut() {
+                Some(d) => d
+                    .decode(&mut answer.buf, &mut body)
+                    .map_err(|e| e.to_string())?,
+                None => {
+                    body.extend_from_slice(&answer.buf);
+                    answer.buf.clear();
+                    false
+                }
+            };
+            decoder.push(&body);
+            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                match frame {
+                    Frame::Epoch { epoch_ms, .. } => live.set_epoch(epoch_ms),
+                    Frame::Group(g) => {
+                        if !live.push_group(Arc::new(g)) {
+                            tracing::debug!(space = %live.id, "relayed track jumped");
+                        }
+                    }
+                    Frame::Gap { from_seq, to_seq } => {
+                        gaps.increment(1);
+                        tracing::warn!(space = %live.id, from_seq, to_seq, "the upstream no longer held these packets");
+                    }
+                    Frame::End => {
+                        live.end_relayed();
+                        return Ok(RelayEnd::Ended);
+                    }
+                    Frame::Keepalive => {}
+                }
+            }
+            if done {
+                return Err("the upstream ended the relay".into());
+            }
+        }
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(silence, answer.sock.read_buf(&mut answer.buf)).await {
+            Err(_) => return Err(format!("nothing from the upstream for {silence:?}")),
+            Ok(Ok(0)) => return Err("the upstream closed the link".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(_)) => {}
+        }
+        metrics::gauge!("tribune_relay_last_frame_ms", "space" => live.id.clone())
+            .set(wall_ms() as f64);
+    }
+}
