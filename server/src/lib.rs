@@ -33,9 +33,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
-    let store = store::Store::open(&cfg.data.join("tribune.db"))
+    let store = store::Store::open(cfg.database.as_deref(), &cfg.data.join("tribune.db"))
         .await
-        .map_err(|e| format!("cannot open database: {e}"))?;
+        .map_err(|e| format!("cannot open the database: {e}"))?;
     let listener = bind(cfg.listen).map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let reserved = match cfg.reserved_listen {

@@ -59,7 +59,14 @@ impl From<AppError> for ApiError {
         let status = match &e {
             AppError::UnknownSpace(_) => StatusCode::NOT_FOUND,
             AppError::Transition(_) => StatusCode::CONFLICT,
-            AppError::Storage(_) | AppError::Recording(_) => {
+            AppError::Storage(_) => {
+                tracing::error!(error = %e, "database unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the control plane's database is unavailable; nothing was changed, try again shortly",
+                );
+            }
+            AppError::Recording(_) => {
                 tracing::error!(error = %e, "internal error");
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -286,18 +286,45 @@ impl App {
             .space(id)
             .ok_or_else(|| AppError::UnknownSpace(id.to_string()))?;
         let next = entry.row.state.apply(t)?;
+        // the database first: when it cannot take the change, nothing
+        // changes (the space stays as it was, and the caller hears why)
+        let mut row = entry.row.clone();
+        row.state = next;
+        match t {
+            Transition::Start => row.started_at = Some(wall_ms()),
+            Transition::End => {
+                row.ended_at = Some(wall_ms());
+                if let Some(on_air) = &entry.live {
+                    row.peak_listeners = on_air.space.peak_listeners() as u64;
+                    row.packets = on_air.space.packets();
+                    row.duration_ms = on_air.space.duration_ms();
+                }
+            }
+        }
+        self.store.update(&row).await?;
+        entry.row = row;
         match t {
             Transition::Start => {
-                let space = LiveSpace::open(
+                let opened = LiveSpace::open(
                     &self.cfg,
                     self.health.clone(),
                     &self.cfg.data,
                     id,
                     &entry.row.title,
                     0,
-                )?;
+                );
+                let space = match opened {
+                    Ok(space) => space,
+                    Err(e) => {
+                        // the recording cannot be opened: put the row back
+                        let mut back = entry.row.clone();
+                        back.state = SpaceState::Scheduled;
+                        back.started_at = None;
+                        let _ = self.store.update(&back).await;
+                        return Err(e.into());
+                    }
+                };
                 let stage = StageHub::new(space.clone(), self.rtc.clone(), &self.cfg.data);
-                entry.row.started_at = Some(wall_ms());
                 entry.live = Some(OnAir {
                     space,
                     stage: Some(stage),
@@ -306,20 +333,20 @@ impl App {
             Transition::End => {
                 if let Some(OnAir { space: live, .. }) = entry.live.take() {
                     let bytes = live.finish().await?;
-                    entry.row.peak_listeners = live.peak_listeners() as u64;
+                    // the last partial group is on the track now
                     entry.row.packets = live.packets();
                     entry.row.duration_ms = live.duration_ms();
+                    if let Err(e) = self.store.update(&entry.row).await {
+                        tracing::warn!(space = id, error = %e, "final totals not stored; the ended state is");
+                    }
                     tracing::info!(
                         space = id,
                         recording_bytes = bytes,
                         "space ended; recording complete"
                     );
                 }
-                entry.row.ended_at = Some(wall_ms());
             }
         }
-        entry.row.state = next;
-        self.store.update(&entry.row).await?;
         self.spaces
             .write()
             .unwrap_or_else(|e| e.into_inner())

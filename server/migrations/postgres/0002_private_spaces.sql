@@ -1,0 +1,2 @@
+-- Private spaces admit only listeners with a token for the space.
+ALTER TABLE spaces ADD COLUMN private BIGINT NOT NULL DEFAULT 0;
