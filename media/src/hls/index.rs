@@ -461,14 +461,12 @@ mod tests {
     fn decode_times_continue_across_fragments() {
         let index = index_of(500, true);
         let mut expected_start = 0;
-        let mut expected_sequence = 1;
-        for part in index.parts() {
+        for (part, expected_sequence) in index.parts().zip(1u32..) {
             let (sequence, base, duration) = decode_time(&part.bytes);
             assert_eq!(base, expected_start, "{:?}", part.id);
             assert_eq!(base, part.start_granule);
             assert_eq!(sequence, expected_sequence);
             expected_start = base + duration;
-            expected_sequence += 1;
         }
         assert_eq!(expected_start, 500 * 960);
     }
