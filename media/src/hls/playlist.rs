@@ -11,9 +11,16 @@ use super::fmp4::AudioConfig;
 use super::index::RenditionIndex;
 use super::layout::{self, AAC_DIR, INIT_URI, MEDIA_PLAYLIST_URI, OPUS_DIR};
 
-/// EXT-X-MAP in a playlist without EXT-X-I-FRAMES-ONLY needs version 6
-/// (RFC 8216 §7); nothing here needs more (no EXT-X-SKIP, no DEFINE).
-pub const PLAYLIST_VERSION: u32 = 6;
+/// Multivariant playlists: EXT-X-INDEPENDENT-SEGMENTS and audio-only
+/// variants need nothing past version 6.
+pub const MULTIVARIANT_VERSION: u32 = 6;
+
+/// Media playlists: EXT-X-MAP without EXT-X-I-FRAMES-ONLY needs 6 (RFC
+/// 8216 §7), and EXT-X-SKIP in delta updates needs 9 (RFC 8216bis §8).
+pub const MEDIA_PLAYLIST_VERSION: u32 = 9;
+
+/// RFC 8216bis §4.4.3.8: CAN-SKIP-UNTIL is at least six target durations.
+const SKIP_BOUNDARY_TARGET_DURATIONS: u64 = 6;
 
 /// RFC 8216bis: PART-HOLD-BACK at least twice the part target, and
 /// SHOULD be three times.
@@ -76,6 +83,18 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// and a preload hint for the next part. Ended: the same segments as VOD
 /// with EXT-X-ENDLIST, no parts.
 pub fn media_playlist(index: &RenditionIndex) -> String {
+    render_media_playlist(index, false)
+}
+
+/// The delta update (`_HLS_skip=YES`, RFC 8216bis §6.2.5.1) of a live
+/// media playlist: segments older than the skip boundary are one
+/// EXT-X-SKIP line, so a listener's reload stays ~1 KB however long the
+/// space has run. The full playlist once ended.
+pub fn media_playlist_delta(index: &RenditionIndex) -> String {
+    render_media_playlist(index, true)
+}
+
+fn render_media_playlist(index: &RenditionIndex, skip: bool) -> String {
     let layout = index.layout();
     let frame = index.config().frame_samples();
     let target = layout.target_duration_secs(frame);
@@ -87,11 +106,12 @@ pub fn media_playlist(index: &RenditionIndex) -> String {
         out.push('\n');
     };
     line("#EXTM3U");
-    line(&format!("#EXT-X-VERSION:{PLAYLIST_VERSION}"));
+    line(&format!("#EXT-X-VERSION:{MEDIA_PLAYLIST_VERSION}"));
     line(&format!("#EXT-X-TARGETDURATION:{target}"));
     if live {
         line(&format!(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={}",
+            format_seconds(SKIP_BOUNDARY_TARGET_DURATIONS * target * SAMPLE_RATE),
             format_seconds(PART_HOLD_BACK_PARTS * part_target)
         ));
         line(&format!(
@@ -117,7 +137,25 @@ pub fn media_playlist(index: &RenditionIndex) -> String {
         .map_or(0, |s| s.end_granule);
     let parts_from =
         playlist_end.saturating_sub(PART_LISTING_TARGET_DURATIONS * target * SAMPLE_RATE);
-    let segments = index.segments().iter().chain(index.open_segment());
+    // Delta updates leave out the complete segments that end before the
+    // skip boundary (only while live: an ended playlist is fetched once).
+    let skip_before =
+        playlist_end.saturating_sub(SKIP_BOUNDARY_TARGET_DURATIONS * target * SAMPLE_RATE);
+    let skipped = if skip && live {
+        index
+            .segments()
+            .iter()
+            .take_while(|s| s.end_granule <= skip_before)
+            .count()
+    } else {
+        0
+    };
+    if skipped > 0 {
+        line(&format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}"));
+    }
+    let segments = index.segments()[skipped..]
+        .iter()
+        .chain(index.open_segment());
     for segment in segments {
         line(&format!(
             "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -200,7 +238,7 @@ impl Variant {
 pub fn multivariant_playlist(variants: &[Variant]) -> String {
     let mut out = String::with_capacity(512);
     out.push_str("#EXTM3U\n");
-    let _ = writeln!(out, "#EXT-X-VERSION:{PLAYLIST_VERSION}");
+    let _ = writeln!(out, "#EXT-X-VERSION:{MULTIVARIANT_VERSION}");
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     for variant in variants {
         let _ = writeln!(
@@ -269,8 +307,8 @@ mod tests {
     fn live_playlist_has_the_ll_hls_tags() {
         // 13.5 s: segments 0..=3 complete, segment 4 has part 4.0.
         let text = media_playlist(&index_after(675, false));
-        let expected_head = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:3\n\
-            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.00000\n\
+        let expected_head = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:3\n\
+            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.00000,PART-HOLD-BACK=3.00000\n\
             #EXT-X-PART-INF:PART-TARGET=1.00000\n#EXT-X-PLAYLIST-TYPE:EVENT\n\
             #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"init.mp4\"\n\
             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:3.00000,\nseg0.m4s\n";
@@ -290,6 +328,37 @@ mod tests {
         assert!(!text.contains("ENDLIST"));
         assert_eq!(text.matches("#EXTINF").count(), 4);
         assert!(!text.contains("seg4.m4s"));
+    }
+
+    #[test]
+    fn delta_updates_skip_all_but_the_last_six_target_durations() {
+        // 60.5 s: segments 0..=19 complete, 20 open with one part.
+        let index = index_after(3025, false);
+        let full = media_playlist(&index);
+        let delta = media_playlist_delta(&index);
+        // The playlist ends at 61 s; the boundary is 43 s: segments ending
+        // by then (0..=13) are skipped, 14 (42-45 s) stays.
+        assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+        assert!(delta.contains("#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-SKIP:SKIPPED-SEGMENTS=14\n"));
+        assert!(!delta.contains("seg13.m4s"));
+        assert!(delta.contains("seg14.m4s"));
+        // Everything after the skip is the full playlist's text.
+        let kept_from = full
+            .find("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:14:02")
+            .unwrap();
+        let delta_from = delta.find("#EXT-X-PROGRAM-DATE-TIME").unwrap();
+        assert_eq!(&full[kept_from..], &delta[delta_from..]);
+        assert_eq!(delta.matches("#EXTINF").count(), 6);
+        assert_eq!(full.matches("#EXTINF").count(), 20);
+        // Short playlists and ended ones skip nothing.
+        assert_eq!(
+            media_playlist_delta(&index_after(500, false)),
+            media_playlist(&index_after(500, false))
+        );
+        assert_eq!(
+            media_playlist_delta(&index_after(3025, true)),
+            media_playlist(&index_after(3025, true))
+        );
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl BlockingRequest {
     }
 }
 
+/// Whether a playlist request asks for a delta update (`_HLS_skip=YES`,
+/// or `v2`, which also skips date ranges we never write). Anything else,
+/// garbage included, gets the full playlist, which is always correct.
+pub fn skip_requested(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| matches!(pair, "_HLS_skip=YES" | "_HLS_skip=v2"))
+}
+
 /// RFC 8216 decimal-integer: digits only, fits 64 bits.
 fn decimal_integer(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -361,6 +370,21 @@ mod tests {
             BlockingRequest::from_query("_HLS_msn=1&_HLS_msn=2"),
             Err(DirectiveError::Repeated("_HLS_msn"))
         );
+    }
+
+    #[test]
+    fn delta_updates_only_on_a_well_formed_skip() {
+        assert!(skip_requested("_HLS_msn=3&_HLS_skip=YES"));
+        assert!(skip_requested("_HLS_skip=v2"));
+        for other in [
+            "",
+            "_HLS_skip=yes",
+            "_HLS_skip=NO",
+            "_HLS_skip",
+            "x_HLS_skip=YES",
+        ] {
+            assert!(!skip_requested(other), "{other}");
+        }
     }
 
     #[test]
