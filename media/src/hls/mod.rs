@@ -15,4 +15,6 @@ pub use fmp4::{AacLcConfig, AudioConfig, Fmp4Error, Sample};
 pub use index::{Frame, IndexError, LivePosition, PublishedPart, RenditionIndex, SegmentSummary};
 pub use layout::{HlsLayout, HlsResource, LayoutError, PartId};
 pub use playlist::{media_playlist, media_playlist_delta, multivariant_playlist, Variant};
-pub use reload::{skip_requested, BlockingRequest, ReloadDecision, ResourceDecision};
+pub use reload::{
+    skip_requested, BlockingRequest, DirectiveError, ReloadDecision, ResourceDecision,
+};

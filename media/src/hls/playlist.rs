@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use tribune_core::SAMPLE_RATE;
 
-use super::fmp4::AudioConfig;
+use super::fmp4::{AacLcConfig, AudioConfig};
 use super::index::RenditionIndex;
 use super::layout::{self, AAC_DIR, INIT_URI, MEDIA_PLAYLIST_URI, OPUS_DIR};
 
@@ -215,7 +215,7 @@ impl Variant {
     }
 
     /// The AAC-LC rendition encoded from the program.
-    pub fn aac(aac: super::fmp4::AacLcConfig) -> Variant {
+    pub fn aac(aac: AacLcConfig) -> Variant {
         Variant {
             uri: format!("{AAC_DIR}/{MEDIA_PLAYLIST_URI}"),
             config: AudioConfig::AacLc(aac),
@@ -255,7 +255,6 @@ pub fn multivariant_playlist(variants: &[Variant]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hls::fmp4::AacLcConfig;
     use crate::hls::layout::HlsLayout;
     use bytes::Bytes;
     use tribune_core::track::Track;
