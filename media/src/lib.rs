@@ -3,6 +3,7 @@
 
 pub mod chunked;
 pub mod demux;
+pub mod hls;
 pub mod http1;
 pub mod mix;
 pub mod ogg_page;

@@ -40,7 +40,7 @@ pub async fn start(
         .collect();
     let shards = live.shards();
     let mut joining = shards.prepare(chunked, stream.from);
-    if joining.first_seq().is_none() {
+    if joining.first_seq().is_none() && live.is_relayed() {
         // no audio here yet (an edge that just started relaying the space):
         // a moment's wait gives the listener its seq, and its burst
         let mut head = live.audience.subscribe_head();

@@ -182,6 +182,11 @@ impl LiveSpace {
         })
     }
 
+    /// This node relays the space from an upstream (it is an edge).
+    pub fn is_relayed(&self) -> bool {
+        self.recorder.is_none()
+    }
+
     pub fn source_connected(&self) -> bool {
         self.source_active.load(Ordering::Acquire)
     }
