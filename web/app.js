@@ -686,18 +686,36 @@ class MicPanel {
 
 /* -------------------------------------------------------- stage displays */
 
+/**
+ * The name to show for a stage member or a speaker track: the host's display
+ * name (space.host_name, when the server gives one) for the space's creator,
+ * else the member's name, else their identity.
+ */
+function displayName(space, identity, name) {
+  if (space && space.host_name && identity === space.created_by && (!name || name === identity)) return space.host_name;
+  return name || identity;
+}
+
+/** "Hosted by …" under a space's title, when the server names the host. */
+function showHost(el, space) {
+  if (!el) return;
+  el.hidden = !space.host_name;
+  el.textContent = space.host_name ? "Hosted by " + space.host_name : "";
+}
+
 /** Avatars of the people on stage (listener and speaker pages). */
-function renderAvatars(list, members) {
+function renderAvatars(list, members, space) {
   reconcile(list, members, (m) => m.identity,
     (m) => fromHTML(`<li class="member"><div class="avatar" style="${avatarStyle(m.identity)}"><span class="ini"></span><span class="mic-off">${ICON.micOff}</span></div><div class="name"></div><div class="sub"></div></li>`),
     (el, m) => {
+      const name = displayName(space, m.identity, m.name);
       el.dataset.identity = m.identity;
-      el.dataset.name = m.name || m.identity;
+      el.dataset.name = name;
       el.dataset.connected = String(m.connected !== false);
       el.dataset.muted = String(!!m.muted);
       el.dataset.talking = String(!m.muted && (m.level || 0) > TALKING);
-      $(".ini", el).textContent = initials(m.name || m.identity);
-      $(".name", el).textContent = m.name || m.identity;
+      $(".ini", el).textContent = initials(name);
+      $(".name", el).textContent = name;
       $(".sub", el).textContent = m.connected === false ? "connecting…" : ROLE_LABEL[m.role] || "Speaker";
     });
 }
@@ -934,7 +952,10 @@ class TribuneOut extends AudioWorkletProcessor {
   msg(m) {
     if (m.type === "pcm") { this.q.push(m); this.queued += m.ch[0].length; }
     else if (m.type === "ready") this.ready = true;
-    else if (m.type === "live") { this.follow = true; this.trimTo(this.start); }
+    else if (m.type === "live") { // back to live: keep m.keep samples (newer audio is on its way)
+      this.follow = true; this.trimTo(m.keep);
+      if (!m.keep) { this.playing = false; this.started = false; }
+    }
     else if (m.type === "hold") this.follow = false;
     else if (m.type === "end") this.ended = true;
     else if (m.type === "reset") { this.q = []; this.off = 0; this.queued = 0; this.playing = false; this.started = false; this.ended = false; this.ready = false; }
@@ -967,6 +988,7 @@ class TribuneOut extends AudioWorkletProcessor {
       }
       if (i < n && !this.ended) { // ran dry: a stall, until startS is buffered again
         this.playing = false; this.stalls++;
+        this.port.postMessage({ type: "stall", frame: currentFrame + i, start: this.start });
         this.start = Math.min(this.maxStart, this.start + 4800); this.keep = Math.min(this.start - 4800, this.keep + 4800);
       }
     }
@@ -982,7 +1004,7 @@ class TribuneOut extends AudioWorkletProcessor {
     } else { this.winMin = Infinity; this.winFrames = 0; }
     if (++this.tick % 24 === 0) {
       this.port.postMessage({ type: "pos", frame: currentFrame, g: this.q.length ? this.q[0].g + this.off : this.lastG,
-        queued: this.queued, playing: this.playing, stalls: this.stalls, stallFrames: this.stallFrames, played: this.played });
+        queued: this.queued, start: this.start, playing: this.playing, stalls: this.stalls, stallFrames: this.stallFrames, played: this.played });
     }
     return true;
   }
@@ -1004,7 +1026,7 @@ class WebAudioPlayer {
     this.hooks = hooks; this.engine = "webaudio";
     this.state = "idle"; this.src = ""; this.ctx = null; this.node = null; this.output = null;
     this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
-    this.gen = 0; this.paused = false;
+    this.gen = 0; this.paused = false; this.stallLog = [];
   }
   /** The AudioContext and worklet, made ahead of the stream (they take a moment). */
   prepare() {
@@ -1044,7 +1066,8 @@ class WebAudioPlayer {
   }
   async start(url) {
     const gen = ++this.gen;
-    this.src = url; this.paused = false; this.gotAudio = false; this.readySent = false; this.pos = null; this.behindMs = null;
+    this.src = url; this.paused = false; this.gotAudio = false; this.readySent = false; this.pos = null; this.behindMs = null; this.played = 0;
+    this.streamEnded = false; this.minArrivalMs = null; this.error = null;
     this.set("connecting");
     const abort = new AbortController();
     this.abort = abort;
@@ -1165,6 +1188,8 @@ class WebAudioPlayer {
     if (m.type === "first") {
       this.firstSoundMs = Math.round(this.outputPerfMs(m.frame));
       this.hooks.onfirst && this.hooks.onfirst(this.firstSoundMs);
+    } else if (m.type === "stall") {
+      this.stallLog.push(Math.round(this.outputPerfMs(m.frame)));
     } else if (m.type === "pos") {
       this.pos = m;
       this.stalls = m.stalls; this.stallMs = Math.round(m.stallFrames / RATE * 1000); this.played = m.played / RATE;
@@ -1197,9 +1222,14 @@ class WebAudioPlayer {
     this.paused = true;
     if (this.node) this.node.port.postMessage({ type: "hold" });
     if (this.ctx) this.ctx.suspend().catch(() => {});
+    // paused, the output stops: live runs on without us
+    const at = Date.now(), base = this.behindMs || 0;
+    clearInterval(this.pauseTimer);
+    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
     this.set("paused");
   }
   play() {
+    clearInterval(this.pauseTimer);
     this.paused = false;
     if (this.ctx) this.ctx.resume().catch(() => {});
     this.pump();
@@ -1207,12 +1237,16 @@ class WebAudioPlayer {
   }
   /** Drops what is buffered beyond the start level: plays at the live edge again. */
   backToLive() {
-    this.pending.splice(0, Math.max(0, this.pending.length - 50));
-    if (this.node) this.node.port.postMessage({ type: "live" });
+    // the newest audio is at the end of what waits encoded; keep the start level of it, and 5 packets to warm the decoder
+    const need = (this.pos && this.pos.start) || PLAYER.startS * RATE, warm = 5 * 960;
+    let waiting = this.pending.reduce((n, p) => n + (opusSamples(p.data) || 960), 0);
+    while (waiting - (opusSamples(this.pending[0]?.data) || 960) >= need + warm && this.pending.length) waiting -= opusSamples(this.pending.shift().data) || 960;
+    if (this.node) this.node.port.postMessage({ type: "live", keep: Math.max(0, need - waiting) });
     this.play();
   }
   canResumeLocally() { return this.state !== "failed" && this.state !== "ended" && this.state !== "idle"; }
   stop() {
+    clearInterval(this.pauseTimer);
     this.stopStream();
     if (this.node) { this.node.port.postMessage({ type: "reset" }); this.node.disconnect(); this.node = null; }
     this.paused = false; this.pos = null;
@@ -1221,7 +1255,7 @@ class WebAudioPlayer {
   stats() {
     return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs == null ? null : Math.round(this.behindMs),
       rawBehindMs: this.rawBehindMs == null ? null : Math.round(this.rawBehindMs), stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3),
-      queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, contextState: this.ctx ? this.ctx.state : null, marks };
+      queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
   }
 }
 
@@ -1260,16 +1294,23 @@ class ElementPlayer {
   prepare() { return Promise.resolve(); }
   set(state) { if (this.state !== state) { this.state = state; this.hooks.onchange(); } }
   start(url) {
+    clearInterval(this.pauseTimer);
     this.src = url; this.paused = false; this.wall0 = null; this.behindMs = null;
     this.el.src = url;
     this.set("connecting");
     this.el.play().catch((err) => { if (err.name === "NotAllowedError") this.set("blocked"); });
   }
-  pause() { this.paused = true; this.el.pause(); }
-  play() { this.paused = false; this.el.play().catch(() => {}); }
+  pause() {
+    this.paused = true; this.el.pause();
+    const at = Date.now(), base = this.behindMs || 0;
+    clearInterval(this.pauseTimer);
+    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+  }
+  play() { clearInterval(this.pauseTimer); this.paused = false; this.el.play().catch(() => {}); }
   backToLive() { this.start(this.src); }
   canResumeLocally() { return this.state !== "failed" && !!this.el.getAttribute("src"); }
   stop() {
+    clearInterval(this.pauseTimer);
     this.src = "";
     this.el.pause(); this.el.removeAttribute("src"); this.el.load();
     this.set("idle");
@@ -1313,6 +1354,7 @@ async function listenerPage(id) {
     <section class="card" id="space-card">
       <div class="row spread"><span id="space-state"></span><span class="muted" id="space-stats"></span></div>
       <h1 id="space-title"></h1>
+      <p class="muted" id="space-host" hidden></p>
       <div id="player-area"></div>
     </section>
     <section class="card" id="stage-card" hidden>
@@ -1502,7 +1544,7 @@ async function listenerPage(id) {
     card.hidden = false;
     list.innerHTML = tracks.length ? tracks.map((t) => `
       <li class="track" data-identity="${esc(t.identity)}">
-        <div class="track-head"><strong>${esc(t.name || t.identity)}</strong>
+        <div class="track-head"><strong>${esc(displayName(space, t.identity, t.name))}</strong>
           <span class="muted small">${t.bytes ? fmtBytes(t.bytes) + " · " : ""}<a href="${esc(withToken(t.url))}" download>Download</a></span></div>
         <audio controls preload="none" src="${esc(withToken(t.url))}"></audio>
       </li>`).join("") : `<li class="empty">No separate speaker tracks were recorded in this space.</li>`;
@@ -1615,11 +1657,12 @@ async function listenerPage(id) {
     document.title = `${space.title} · Tribune`;
     setStateBadge($("#space-state"), space);
     $("#space-title").textContent = space.title;
+    showHost($("#space-host"), space);
     renderStats();
     const members = space.state === "live" ? s.stage.members : [];
     $("#stage-card").hidden = !members.length;
     $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
-    renderAvatars($("#stage-avatars"), members);
+    renderAvatars($("#stage-avatars"), members, space);
     setMode(space.state);
     if (speaking) { speaking.setSpace(space); if (speaking) speaking.setStage(s.stage); }
     // request to speak: only while live, and only where the server has a stage
@@ -1650,11 +1693,13 @@ async function hostPage(id) {
   try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
   const listenUrl = `${location.origin}/spaces/${id}`;
   app.innerHTML = `
-    <div class="grid two">
+    <div class="grid two" id="host-grid">
       <div>
         <section class="card" id="space-card">
           <div class="row spread"><span id="space-state"></span><span class="muted small">Host console</span></div>
           <h1 id="space-title"></h1>
+          <p class="muted" id="space-host" hidden></p>
+          <div id="space-live">
           <div class="stats"><span>Listening now <strong id="listeners-now">0</strong></span><span>Peak <strong id="listeners-peak">0</strong></span><span id="live-for"></span></div>
           <div class="row" style="margin-top:12px">
             <button id="go-live" type="button">Go live</button>
@@ -1664,6 +1709,7 @@ async function hostPage(id) {
           <label for="share-link">Listener link to share</label>
           <div class="field-row"><input id="share-link" readonly value="${esc(listenUrl)}"><button id="share-copy" type="button" class="secondary">Copy</button></div>
           <p class="muted small"><a href="/spaces/${esc(id)}" target="_blank" rel="noopener">Open the listener page</a></p>
+          </div>
         </section>
         <section class="card" id="mic-card"><h2>Your microphone</h2><div id="mic-root"></div></section>
         <section class="card" id="requests-card">
@@ -1856,15 +1902,15 @@ async function hostPage(id) {
           <div class="muted small"><span class="status-dot"></span><span class="st"></span></div></div>
         <div class="actions"></div></li>`),
       (el, m) => {
-        const mine = m.identity === me.sub, st = memberStatus(m);
+        const mine = m.identity === me.sub, st = memberStatus(m), name = displayName(space, m.identity, m.name);
         el.dataset.identity = m.identity;
-        el.dataset.name = m.name || m.identity;
+        el.dataset.name = name;
         el.dataset.role = m.role;
         el.dataset.connected = String(m.connected !== false);
         el.dataset.muted = String(!!m.muted);
         el.dataset.talking = String(st.dot === "talk");
-        $(".ini", el).textContent = initials(m.name || m.identity);
-        $(".nm", el).textContent = (m.name || m.identity) + (mine ? " (you)" : "");
+        $(".ini", el).textContent = initials(name);
+        $(".nm", el).textContent = name + (mine ? " (you)" : "");
         const role = $(".badge.role", el);
         role.textContent = ROLE_LABEL[m.role] || m.role; role.classList.toggle("host", m.role === "host");
         $(".status-dot", el).className = "status-dot " + st.dot;
@@ -1886,6 +1932,7 @@ async function hostPage(id) {
     document.title = `Host · ${space.title} · Tribune`;
     setStateBadge($("#space-state"), space);
     $("#space-title").textContent = space.title;
+    showHost($("#space-host"), space);
     $("#listeners-now").textContent = space.listeners;
     $("#listeners-peak").textContent = space.peak_listeners;
     $("#live-for").textContent = space.state === "live" && space.started_at ? "Live for " + fmtDuration(Date.now() - space.started_at)
@@ -1907,11 +1954,55 @@ async function hostPage(id) {
     $("#source-card").hidden = ended;
     mic.setSpace(space);
     mic.setStage(stage);
-    if (space.state === "ended" && !$("#ended-note")) {
-      $("#space-card").insertAdjacentHTML("beforeend", `<div class="notice" id="ended-note">The space has ended. The recording is published:
-        <a href="/spaces/${esc(id)}">listener page</a> · <a href="${esc(space.urls.replay)}" download>download</a>.</div>`);
-    }
+    $("#host-grid").classList.toggle("ended", ended);
+    $("#space-live").hidden = ended;
+    if (ended && !$("#summary")) renderSummary();
     if (space.state !== "live") $("#mic-card").hidden = space.state === "ended";
+  }
+  /** After the end: what a host wants then (how it went, the recording and tracks, the replay link to share). */
+  function renderSummary() {
+    const replayPage = `${location.origin}/spaces/${id}`;
+    const replay = withToken(space.urls.replay);
+    $("#space-card").insertAdjacentHTML("beforeend", `<div id="summary">
+      <div class="summary-stats">
+        <div><strong id="summary-duration">${esc(fmtDuration(space.duration_ms || 0))}</strong><span>long</span></div>
+        <div><strong id="summary-peak">${esc(space.peak_listeners || 0)}</strong><span>listeners at the peak</span></div>
+        <div><strong id="summary-speakers">…</strong><span>speaker tracks</span></div>
+        <div><strong>${esc(space.ended_at ? new Date(space.ended_at).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" }) : "—")}</strong><span>ended ${esc(space.ended_at ? fmtRelative(space.ended_at) : "")}</span></div>
+      </div>
+      <div class="grid two">
+        <div>
+          <h3>Share the replay</h3>
+          <p class="muted small">The full recording plays on the space's page from now on.</p>
+          <div class="field-row"><input id="replay-link" readonly value="${esc(replayPage)}"><button id="replay-copy" type="button" class="secondary">Copy</button></div>
+          <h3>Recording</h3>
+          <audio id="summary-replay" controls preload="metadata" src="${esc(replay)}"></audio>
+          <p class="small"><a class="btn secondary small" href="${esc(replay)}" download>Download the recording (Ogg Opus)</a></p>
+        </div>
+        <div>
+          <h3>Each speaker's own track</h3>
+          <p class="muted small">Unedited, one file per person on stage: for editing or a clean re-mix.</p>
+          <ul class="list tracks" id="summary-tracks"><li class="empty">Loading the tracks…</li></ul>
+        </div>
+      </div></div>`);
+    $("#replay-copy").onclick = () => copyText(replayPage, $("#replay-link"));
+    const load = async (attempt = 0) => {
+      let tracks;
+      try { tracks = (await api("GET", `/api/spaces/${id}/tracks`, undefined, tok)).tracks || []; } catch (e) {
+        if (attempt < 3 && e.status !== 404) { setTimeout(() => load(attempt + 1), 2000); return; }
+        $("#summary-tracks").innerHTML = `<li class="empty">${e.status === 404 ? "This server doesn't keep speaker tracks." : esc(e.message)}</li>`;
+        $("#summary-speakers").textContent = "—";
+        return;
+      }
+      if (!tracks.length && attempt < 2) { setTimeout(() => load(attempt + 1), 2000); return; }
+      $("#summary-speakers").textContent = tracks.length;
+      $("#summary-tracks").innerHTML = tracks.length ? tracks.map((t) => `<li class="track" data-identity="${esc(t.identity)}">
+          <span class="avatar avatar-sm" style="${avatarStyle(t.identity)}">${esc(initials(displayName(space, t.identity, t.name)))}</span>
+          <div class="who"><strong>${esc(displayName(space, t.identity, t.name))}</strong><div class="muted small">${t.bytes ? esc(fmtBytes(t.bytes)) : ""}</div></div>
+          <a class="btn ghost small" href="${esc(withToken(t.url))}" download>Download</a></li>`).join("")
+        : `<li class="empty">Nobody spoke from the stage (an Icecast source alone has no separate tracks).</li>`;
+    };
+    load();
   }
   let watcher = null;
   apply(snap);
@@ -1967,7 +2058,7 @@ async function speakerPage(id) {
     $("#space-title").textContent = space.title;
     $("#space-stats").textContent = space.state === "live" ? plural(space.listeners, "listener") : "";
     const members = space.state === "live" ? s.stage.members : [];
-    renderAvatars($("#stage-avatars"), members);
+    renderAvatars($("#stage-avatars"), members, space);
     $("#stage-empty").hidden = members.length > 0;
     $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
     const note = $("#speaker-note");

@@ -27,6 +27,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeWav } from "./chromium.mjs";
 import { launchFirefox } from "./firefox.mjs";
+import { recordInPage } from "./program.mjs";
 
 const argv = process.argv.slice(2);
 const url = argv.find((a) => !a.startsWith("--") && !argv[argv.indexOf(a) - 1]?.startsWith("--"));
@@ -78,30 +79,6 @@ const open = browserName === "firefox" ? () => launchFirefox({ viewport: PHONE, 
 
 const stats = () => window.tribunePlayer ? window.tribunePlayer.stats() : null;
 
-/** Records the player's output (after its gain node) for `secs` into mono floats. */
-async function recordOutput(b, secs) {
-  return b.eval(async (secs) => {
-    const p = window.tribunePlayer;
-    if (!p || !p.ctx || !p.output) return { error: "no Web Audio player" };
-    const ctx = p.ctx, want = Math.round(secs * ctx.sampleRate), chunks = [];
-    let got = 0;
-    const tap = ctx.createScriptProcessor(4096, 1, 1);
-    const sink = ctx.createGain(); sink.gain.value = 0;
-    await new Promise((done) => {
-      tap.onaudioprocess = (e) => {
-        if (got >= want) return;
-        const x = e.inputBuffer.getChannelData(0);
-        chunks.push(Array.from(x.subarray(0, Math.min(x.length, want - got)), (v) => Math.round(v * 32767)));
-        got += x.length;
-        if (got >= want) done();
-      };
-      p.output.connect(tap); tap.connect(sink); sink.connect(ctx.destination);
-    });
-    p.output.disconnect(tap); tap.disconnect(); sink.disconnect();
-    return { rate: ctx.sampleRate, samples: chunks.flat() };
-  }, secs);
-}
-
 async function oneLoad(i) {
   const t0 = Date.now();
   const b = await open();
@@ -125,7 +102,7 @@ async function oneLoad(i) {
     r.marks = s && s.marks;
     if (r.first_sound_ms == null) { r.error = "no sound within 20 s: " + JSON.stringify(s); return r; }
     if (capture && i === 0) {
-      const rec = await recordOutput(b, Math.min(4, seconds));
+      const rec = await b.eval(recordInPage, Math.min(4, seconds));
       if (rec.samples) { writeWav(capture, Float32Array.from(rec.samples, (v) => v / 32767)); r.captured_s = rec.samples.length / rec.rate; }
       else r.capture_error = rec.error;
     }
@@ -138,7 +115,7 @@ async function oneLoad(i) {
       else if (s.behindMs != null) behind.push(s.behindMs);
     }
     if (shots && i === 0) await b.shot(join(shots, "listener-live.png"));
-    Object.assign(r, { state: s.state, played_s: s.played, stalls: s.stalls, stall_ms: s.stallMs, next_seq: s.nextSeq,
+    Object.assign(r, { state: s.state, played_s: s.played, stalls: s.stalls, stall_ms: s.stallMs, stall_at_ms: s.stallAt, next_seq: s.nextSeq,
       behind_ms: behind, src: s.src });
     r.console_errors = b.errors.slice(0, 5);
   } catch (e) {
