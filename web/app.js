@@ -1067,7 +1067,7 @@ class WebAudioPlayer {
   async start(url) {
     const gen = ++this.gen;
     this.src = url; this.paused = false; this.gotAudio = false; this.readySent = false; this.pos = null; this.behindMs = null; this.played = 0;
-    this.streamEnded = false; this.minArrivalMs = null; this.error = null;
+    this.streamEnded = false; this.minArrivalMs = null; this.arrivals = []; this.error = null;
     this.set("connecting");
     const abort = new AbortController();
     this.abort = abort;
@@ -1127,7 +1127,9 @@ class WebAudioPlayer {
           if (page.granule >= 0 && this.epochMs) {
             // arrival minus the wall clock of the newest sample: the path's delay (and any clock skew)
             const d = Date.now() - (this.epochMs + page.granule / 48);
-            this.minArrivalMs = this.minArrivalMs == null ? d : Math.min(this.minArrivalMs, d);
+            this.arrivals.push(d);
+            if (this.arrivals.length > 50) this.arrivals.shift();
+            this.minArrivalMs = Math.min(...this.arrivals);
           }
         }
         this.pump();
@@ -1196,8 +1198,11 @@ class WebAudioPlayer {
       if (m.g >= 0 && this.epochMs && m.played) {
         const wall = performance.timeOrigin + this.outputPerfMs(m.frame);
         this.rawBehindMs = wall - (this.epochMs + m.g / 48);
-        // a client clock behind the server's shows as audio arriving before it was live: take that out
-        this.behindMs = Math.max(0, this.rawBehindMs - Math.min(0, this.minArrivalMs || 0));
+        // Audio can't arrive before it was live, nor (on a working path) seconds after: the least
+        // delay of the last 5 s outside 0-300 ms means the clocks disagree (this device's and the
+        // server's, or a program whose granules lag the wall clock): take that out.
+        const least = this.minArrivalMs || 0;
+        this.behindMs = Math.max(0, this.rawBehindMs - (least - Math.min(300, Math.max(0, least))));
       }
       this.pump();
       if (this.streamEnded && !m.queued && this.pending.length === 0 && !this.inflight) { this.set("ended"); return; }
