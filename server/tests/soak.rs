@@ -140,7 +140,8 @@ fn soak() {
                 let name = format!("guest{step}");
                 let token = s.mint(&id, &host, "speaker", &name);
                 let hz = 300.0 + (step % 7) as f64 * 100.0;
-                if let Ok(sp) = whip::join(s.addr, &id, &token, Signal::Tone { hz, amplitude: 0.2 }) {
+                if let Ok(sp) = whip::join(s.addr, &id, &token, Signal::Tone { hz, amplitude: 0.2 })
+                {
                     speakers.push(sp);
                     speaker_sessions += 1;
                 }
@@ -211,12 +212,25 @@ fn soak() {
     );
     let faults = faults.lock().unwrap();
     assert!(faults.is_empty(), "listener faults: {faults:?}");
-    assert!(replay.success && replay.errors.is_empty(), "{}", replay.errors);
+    assert!(
+        replay.success && replay.errors.is_empty(),
+        "{}",
+        replay.errors
+    );
     // the recording covers the run, less the source's gaps (2 s per
     // reconnect and the restart)
     let expected = started.elapsed().as_secs_f64() - 2.0 * (reconnects as f64 + 1.0) - 25.0;
-    assert!(replay.seconds() >= expected, "{} s of {expected} s", replay.seconds());
-    assert!(end.0 <= base.0 + 20 * 1024, "memory {} KiB vs {} KiB", end.0, base.0);
+    assert!(
+        replay.seconds() >= expected,
+        "{} s of {expected} s",
+        replay.seconds()
+    );
+    assert!(
+        end.0 <= base.0 + 20 * 1024,
+        "memory {} KiB vs {} KiB",
+        end.0,
+        base.0
+    );
     assert!(end.1 <= base.1 + 4, "open files {} vs {}", end.1, base.1);
     assert!(end.2 <= base.2 + 4.0, "tasks {} vs {}", end.2, base.2);
 }
