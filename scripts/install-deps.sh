@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what Tribune's scripts and tests use (Debian packages, and the
-# browser driver from npm). Usage: scripts/install-deps.sh [run|test]
+# browser driver from npm). Usage: scripts/install-deps.sh [run|test|bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=(ffmpeg libopus-dev pkg-config) # a source and decoder for tests; libopus for the stage mixer (opus crate)
-if [ "${1:-run}" = test ]; then
+if [ "${1:-run}" = test ] || [ "${1:-run}" = bench ]; then
   want+=(chromium nodejs mpv)        # the web page in a real browser; another real player
+fi
+if [ "${1:-run}" = bench ]; then
+  want+=(firefox-esr pulseaudio)     # bench/browser-listen.sh: Firefox, and a null sound sink it can play into
 fi
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ "${1:-run}" = test ] && command -v node >/dev/null; then
+if [ "${1:-run}" != run ] && command -v node >/dev/null; then
   # node is already here (not necessarily from Debian): don't replace it
   missing=("${missing[@]/nodejs}")
 fi
@@ -23,6 +26,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [ "${1:-run}" = test ] && [ ! -d web/e2e/node_modules/playwright-core ]; then
+if [ "${1:-run}" != run ] && [ ! -d web/e2e/node_modules/playwright-core ]; then
   (cd web/e2e && npm ci --no-audit --no-fund --silent)
 fi

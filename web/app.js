@@ -686,18 +686,36 @@ class MicPanel {
 
 /* -------------------------------------------------------- stage displays */
 
+/**
+ * The name to show for a stage member or a speaker track: the host's display
+ * name (space.host_name, when the server gives one) for the space's creator,
+ * else the member's name, else their identity.
+ */
+function displayName(space, identity, name) {
+  if (space && space.host_name && identity === space.created_by && (!name || name === identity)) return space.host_name;
+  return name || identity;
+}
+
+/** "Hosted by …" under a space's title, when the server names the host. */
+function showHost(el, space) {
+  if (!el) return;
+  el.hidden = !space.host_name;
+  el.textContent = space.host_name ? "Hosted by " + space.host_name : "";
+}
+
 /** Avatars of the people on stage (listener and speaker pages). */
-function renderAvatars(list, members) {
+function renderAvatars(list, members, space) {
   reconcile(list, members, (m) => m.identity,
     (m) => fromHTML(`<li class="member"><div class="avatar" style="${avatarStyle(m.identity)}"><span class="ini"></span><span class="mic-off">${ICON.micOff}</span></div><div class="name"></div><div class="sub"></div></li>`),
     (el, m) => {
+      const name = displayName(space, m.identity, m.name);
       el.dataset.identity = m.identity;
-      el.dataset.name = m.name || m.identity;
+      el.dataset.name = name;
       el.dataset.connected = String(m.connected !== false);
       el.dataset.muted = String(!!m.muted);
       el.dataset.talking = String(!m.muted && (m.level || 0) > TALKING);
-      $(".ini", el).textContent = initials(m.name || m.identity);
-      $(".name", el).textContent = m.name || m.identity;
+      $(".ini", el).textContent = initials(name);
+      $(".name", el).textContent = name;
       $(".sub", el).textContent = m.connected === false ? "connecting…" : ROLE_LABEL[m.role] || "Speaker";
     });
 }
@@ -804,6 +822,510 @@ async function homePage() {
   setInterval(() => { if (!document.hidden) load(); }, 5000);
 }
 
+/* ----------------------------------------------------------- live player */
+
+// The live program plays through the page's own buffer: fetch() streams
+// live.opus, Ogg pages are parsed here, Opus packets are decoded with
+// WebCodecs and played by an AudioWorklet from a small jitter buffer. The
+// server's ~1 s burst means sound can start as soon as it arrives, and the
+// page chooses how far behind live it plays (an <audio> element waits for
+// ~32 KB before it starts, 4-5 s at 32 kbps). Where WebCodecs or
+// AudioWorklet is missing, an <audio> element plays the same URL.
+
+const RATE = 48000;
+/** Milestones of the page's first second, in performance.now() ms (web/e2e/listen.mjs reports them). */
+const marks = { script: Math.round(performance.now()) };
+const mark = (name) => { if (!(name in marks)) marks[name] = Math.round(performance.now()); };
+const PLAYER = {
+  startS: 0.4,   // buffered ahead when sound starts, and after a stall
+  keepS: 0.25,   // the least the buffer should hold; more than this (+ slack) for 2 s is trimmed
+  slackS: 0.15,
+  maxStartS: 1.2, // each stall raises startS by 0.1 s, up to this
+  holdS: 3,      // decoded audio kept ahead in the worklet; the rest waits encoded
+};
+
+/** Ogg pages from a byte stream that arrives in pieces; packets are reassembled across pages. */
+class OggReader {
+  constructor() { this.buf = new Uint8Array(0); this.partial = null; }
+  push(chunk) {
+    const b = new Uint8Array(this.buf.length + chunk.length);
+    b.set(this.buf); b.set(chunk, this.buf.length);
+    const pages = [];
+    let at = 0;
+    for (;;) {
+      // resynchronise on "OggS"
+      while (at + 4 <= b.length && !(b[at] === 0x4f && b[at + 1] === 0x67 && b[at + 2] === 0x67 && b[at + 3] === 0x53)) at++;
+      if (at + 27 > b.length) break;
+      const nseg = b[at + 26];
+      if (at + 27 + nseg > b.length) break;
+      let len = 0;
+      for (let i = 0; i < nseg; i++) len += b[at + 27 + i];
+      const end = at + 27 + nseg + len;
+      if (end > b.length) break;
+      const dv = new DataView(b.buffer, b.byteOffset + at, 27);
+      const lo = dv.getUint32(6, true), hi = dv.getUint32(10, true);
+      const page = { flags: b[at + 5], granule: lo === 0xffffffff && hi === 0xffffffff ? -1 : hi * 4294967296 + lo, sequence: dv.getUint32(18, true), packets: [] };
+      let off = at + 27 + nseg, start = off, seg = 0;
+      if (!(page.flags & 1)) this.partial = null; // a page that doesn't continue a packet drops a stale half
+      for (let i = 0; i < nseg; i++) {
+        seg = b[at + 27 + i]; off += seg;
+        if (seg < 255) { // a lacing value under 255 ends a packet
+          let p = b.subarray(start, off);
+          if (this.partial) { const j = new Uint8Array(this.partial.length + p.length); j.set(this.partial); j.set(p, this.partial.length); p = j; this.partial = null; }
+          page.packets.push(p.slice());
+          start = off;
+        }
+      }
+      if (start < off) { // a packet continues on the next page
+        const rest = b.subarray(start, off);
+        const j = new Uint8Array((this.partial ? this.partial.length : 0) + rest.length);
+        if (this.partial) j.set(this.partial);
+        j.set(rest, this.partial ? this.partial.length : 0);
+        this.partial = j;
+      }
+      pages.push(page);
+      at = end;
+    }
+    this.buf = b.slice(at);
+    return pages;
+  }
+}
+
+/** Samples (at 48 kHz) in one Opus packet, from its TOC byte (RFC 6716 §3.1). */
+function opusSamples(p) {
+  if (!p || !p.length) return 0;
+  const config = p[0] >> 3, code = p[0] & 3;
+  const frame = config < 12 ? [480, 960, 1920, 2880][config & 3] : config < 16 ? [480, 960][config & 1] : [120, 240, 480, 960][config & 3];
+  const frames = code === 0 ? 1 : code === 3 ? (p.length > 1 ? p[1] & 63 : 0) : 2;
+  return frame * frames;
+}
+
+/** OpusTags comments as a map (TRIBUNE_EPOCH_MS: the wall clock of granule 0). */
+function opusTags(p) {
+  const out = {};
+  try {
+    const dv = new DataView(p.buffer, p.byteOffset, p.byteLength), dec = new TextDecoder();
+    let at = 8; const vlen = dv.getUint32(at, true); at += 4 + vlen;
+    const n = dv.getUint32(at, true); at += 4;
+    for (let i = 0; i < n && at + 4 <= p.length; i++) {
+      const len = dv.getUint32(at, true); at += 4;
+      const s = dec.decode(p.subarray(at, at + len)); at += len;
+      const eq = s.indexOf("=");
+      if (eq > 0) out[s.slice(0, eq).toUpperCase()] = s.slice(eq + 1);
+    }
+  } catch { /* malformed: no comments */ }
+  return out;
+}
+
+/**
+ * The seq of the next program packet this page needs, so a reconnect can ask
+ * for `live.opus?from=SEQ`: the server's X-Tribune-Seq names the first audio
+ * packet after the headers, and every audio packet received counts one.
+ * `next` is null while the server doesn't say.
+ */
+function seqCounter(header) {
+  let next = header != null && /^\d+$/.test(String(header).trim()) ? Number(header) : null;
+  return {
+    packet() { if (next !== null) next += 1; },
+    get next() { return next; },
+    /** `live` (a live.opus URL) to resume at the next packet, or as is when unknown. */
+    resumeUrl(live) { return next === null ? live : live + (live.includes("?") ? "&" : "?") + "from=" + next; },
+  };
+}
+
+// The AudioWorklet: a queue of decoded chunks played out in order. It
+// starts (and restarts after running dry) once startS is buffered; while
+// following live it trims what the buffer holds beyond keepS + slackS over a
+// 2 s window; it reports what it plays and the first sound it makes.
+const WORKLET = `
+class TribuneOut extends AudioWorkletProcessor {
+  constructor(o) {
+    super();
+    const p = o.processorOptions;
+    this.start = p.start; this.keep = p.keep; this.slack = p.slack; this.maxStart = p.maxStart;
+    this.q = []; this.off = 0; this.queued = 0; this.lastG = -1;
+    this.playing = false; this.started = false; this.follow = true; this.ended = false; this.ready = false;
+    this.stalls = 0; this.stallFrames = 0; this.played = 0; this.heard = false;
+    this.winMin = Infinity; this.winFrames = 0; this.tick = 0; this.fade = null;
+    this.port.onmessage = (e) => this.msg(e.data);
+  }
+  msg(m) {
+    if (m.type === "pcm") { this.q.push(m); this.queued += m.ch[0].length; }
+    else if (m.type === "ready") this.ready = true;
+    else if (m.type === "live") { // back to live: keep m.keep samples (newer audio is on its way)
+      this.follow = true; this.trimTo(m.keep);
+      if (!m.keep) { this.playing = false; this.started = false; }
+    }
+    else if (m.type === "hold") this.follow = false;
+    else if (m.type === "end") this.ended = true;
+    else if (m.type === "reset") { this.q = []; this.off = 0; this.queued = 0; this.playing = false; this.started = false; this.ended = false; this.ready = false; }
+  }
+  trimTo(level) {
+    let drop = this.queued - level;
+    while (drop > 0 && this.q.length) {
+      const c = this.q[0], left = c.ch[0].length - this.off;
+      if (left <= drop) { this.q.shift(); this.off = 0; this.queued -= left; drop -= left; }
+      else { this.off += drop; this.queued -= drop; drop = 0; }
+    }
+  }
+  process(_in, outs) {
+    const out = outs[0], n = out[0].length;
+    if (!this.playing && this.ready && this.queued >= this.start) {
+      if (!this.started) this.trimTo(this.start);
+      this.playing = true; this.started = true;
+    }
+    let i = 0;
+    if (this.playing) {
+      while (i < n && this.q.length) {
+        const c = this.q[0], len = c.ch[0].length, k = Math.min(n - i, len - this.off);
+        for (let ch = 0; ch < out.length; ch++) out[ch].set(c.ch[Math.min(ch, c.ch.length - 1)].subarray(this.off, this.off + k), i);
+        if (!this.heard) {
+          const s = c.ch[0];
+          for (let j = 0; j < k; j++) if (Math.abs(s[this.off + j]) > 1e-3) { this.heard = true; this.port.postMessage({ type: "first", frame: currentFrame + i + j }); break; }
+        }
+        this.lastG = c.g + this.off; i += k; this.off += k; this.queued -= k; this.played += k;
+        if (this.off >= len) { this.q.shift(); this.off = 0; }
+      }
+      if (i < n && !this.ended) { // ran dry: a stall, until startS is buffered again
+        this.playing = false; this.stalls++;
+        this.port.postMessage({ type: "stall", frame: currentFrame + i, start: this.start });
+        this.start = Math.min(this.maxStart, this.start + 4800); this.keep = Math.min(this.start - 4800, this.keep + 4800);
+      }
+    }
+    for (let ch = 0; ch < out.length; ch++) out[ch].fill(0, i);
+    if (this.started && !this.playing && !this.ended) this.stallFrames += n - i;
+    if (this.playing && this.follow) {
+      this.winMin = Math.min(this.winMin, this.queued);
+      this.winFrames += n;
+      if (this.winFrames >= 96000) {
+        if (this.winMin > this.keep + this.slack) this.trimTo(this.queued - (this.winMin - this.keep));
+        this.winMin = Infinity; this.winFrames = 0;
+      }
+    } else { this.winMin = Infinity; this.winFrames = 0; }
+    if (++this.tick % 24 === 0) {
+      this.port.postMessage({ type: "pos", frame: currentFrame, g: this.q.length ? this.q[0].g + this.off : this.lastG,
+        queued: this.queued, start: this.start, playing: this.playing, stalls: this.stalls, stallFrames: this.stallFrames, played: this.played });
+    }
+    return true;
+  }
+}
+registerProcessor("tribune-out", TribuneOut);
+`;
+
+/**
+ * The live program through Web Audio. hooks.onchange() is called when state,
+ * behind-live or stats change. state: idle | connecting | blocked (the
+ * browser waits for a tap) | playing | stalled | paused | ended | failed.
+ */
+class WebAudioPlayer {
+  static async supported() {
+    if (typeof AudioDecoder !== "function" || typeof AudioWorkletNode !== "function" || typeof EncodedAudioChunk !== "function" || !window.ReadableStream) return false;
+    try { return !!(await AudioDecoder.isConfigSupported({ codec: "opus", sampleRate: RATE, numberOfChannels: 1 })).supported; } catch { return false; }
+  }
+  constructor(hooks) {
+    this.hooks = hooks; this.engine = "webaudio";
+    this.state = "idle"; this.src = ""; this.ctx = null; this.node = null; this.output = null;
+    this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
+    this.gen = 0; this.paused = false; this.stallLog = [];
+  }
+  /** The AudioContext and worklet, made ahead of the stream (they take a moment). */
+  prepare() {
+    if (this.ready) return this.ready;
+    this.ready = (async () => {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      let ctx;
+      try { ctx = new Ctx({ sampleRate: RATE, latencyHint: "interactive" }); } catch { ctx = new Ctx(); }
+      this.ctx = ctx;
+      const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
+      mark("context");
+      try { await ctx.audioWorklet.addModule(url); } finally { URL.revokeObjectURL(url); }
+      mark("worklet");
+      this.output = ctx.createGain();
+      this.output.connect(ctx.destination);
+      const wake = () => { if (ctx.state === "suspended" && !this.paused) ctx.resume().catch(() => {}); };
+      for (const ev of ["pointerdown", "keydown", "touchend"]) document.addEventListener(ev, wake, { passive: true });
+      ctx.onstatechange = () => this.update();
+      if (ctx.state === "suspended") ctx.resume().catch(() => {});
+      return ctx;
+    })();
+    return this.ready;
+  }
+  set(state) { if (this.state !== state) { this.state = state; this.hooks.onchange(); } }
+  update() {
+    if (this.state === "ended" || this.state === "failed" || this.state === "idle") return;
+    if (this.paused) return this.set("paused");
+    if (this.ctx && this.ctx.state !== "running" && this.gotAudio) return this.set("blocked");
+    if (!this.pos || !this.pos.played) return this.set(this.state === "blocked" ? "connecting" : this.state);
+    this.set(this.pos.playing ? "playing" : "stalled");
+  }
+  /** Where frame `frame` of the context leaves the speakers, in performance.now() ms. */
+  outputPerfMs(frame) {
+    const ts = this.ctx.getOutputTimestamp ? this.ctx.getOutputTimestamp() : null;
+    if (ts && ts.performanceTime > 0) return ts.performanceTime + (frame / this.ctx.sampleRate - ts.contextTime) * 1000;
+    return performance.now() + (frame / this.ctx.sampleRate - this.ctx.currentTime + (this.ctx.outputLatency || this.ctx.baseLatency || 0)) * 1000;
+  }
+  async start(url) {
+    const gen = ++this.gen;
+    this.src = url; this.paused = false; this.gotAudio = false; this.readySent = false; this.pos = null; this.behindMs = null; this.played = 0;
+    this.streamEnded = false; this.minArrivalMs = null; this.arrivals = []; this.error = null;
+    this.set("connecting");
+    const abort = new AbortController();
+    this.abort = abort;
+    mark("stream-request");
+    const response = fetch(url, { cache: "no-store", signal: abort.signal }); // the bytes come while the output gets ready
+    response.catch(() => {});
+    const ctx = await this.prepare();
+    if (gen !== this.gen) { abort.abort(); return; }
+    if (this.node) { this.node.port.onmessage = null; this.node.disconnect(); }
+    const channels = 1;
+    this.node = new AudioWorkletNode(ctx, "tribune-out", {
+      numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [channels],
+      processorOptions: { start: PLAYER.startS * RATE, keep: PLAYER.keepS * RATE, slack: PLAYER.slackS * RATE, maxStart: PLAYER.maxStartS * RATE },
+    });
+    this.node.connect(this.output);
+    this.node.port.onmessage = (e) => this.fromWorklet(e.data);
+    if (ctx.state !== "running") ctx.resume().catch(() => {});
+    let res;
+    try {
+      res = await response;
+      mark("stream-headers");
+    } catch (e) { if (gen === this.gen) this.fail("network", e); return; }
+    if (gen !== this.gen) { abort.abort(); return; }
+    if (!res.ok || !res.body) { this.fail("http", null, res.status); return; }
+    this.seq = seqCounter(res.headers.get("X-Tribune-Seq"));
+    this.read(res.body.getReader(), gen);
+  }
+  async read(reader, gen) {
+    const ogg = new OggReader();
+    let headers = 0, pending = [];
+    this.pending = pending; this.inflight = 0; this.chunksInflight = 0; this.epochMs = null; this.decoder = null;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (gen !== this.gen) { reader.cancel().catch(() => {}); return; }
+        if (done) break;
+        mark("stream-bytes");
+        for (const page of ogg.push(value)) {
+          if (headers < 2) {
+            for (const p of page.packets) {
+              if (headers === 0) this.configure(p, gen);
+              else this.epochMs = Number(opusTags(p).TRIBUNE_EPOCH_MS) || null;
+              headers++;
+            }
+            continue;
+          }
+          // start granule of each packet from the page's end granule
+          let total = 0;
+          const durs = page.packets.map((p) => { const d = opusSamples(p); total += d; return d; });
+          let g = page.granule >= 0 ? page.granule - total : (this.nextG || 0);
+          for (let i = 0; i < page.packets.length; i++) {
+            pending.push({ g, data: page.packets[i] });
+            g += durs[i];
+            this.seq.packet();
+          }
+          this.nextG = g;
+          if (page.granule >= 0 && this.epochMs) {
+            // arrival minus the wall clock of the newest sample: the path's delay (and any clock skew)
+            const d = Date.now() - (this.epochMs + page.granule / 48);
+            this.arrivals.push(d);
+            if (this.arrivals.length > 50) this.arrivals.shift();
+            this.minArrivalMs = Math.min(...this.arrivals);
+          }
+        }
+        this.pump();
+      }
+      if (gen !== this.gen) return;
+      this.streamEnded = true;
+      this.pump();
+      if (this.node) this.node.port.postMessage({ type: "end" });
+      this.hooks.onclose && this.hooks.onclose("end");
+    } catch (e) {
+      if (gen === this.gen) this.fail("network", e);
+    }
+  }
+  configure(head, gen) {
+    const channels = head.length > 9 ? head[9] : 1;
+    const dec = new AudioDecoder({
+      output: (d) => this.decoded(d, gen),
+      error: (e) => { console.error("Opus decoder:", e); if (gen === this.gen) this.fail("decode", e); },
+    });
+    dec.configure({ codec: "opus", sampleRate: RATE, numberOfChannels: channels, description: head.slice() });
+    this.decoder = dec;
+  }
+  /** Decodes what waits encoded while the worklet holds less than holdS (a pause lets it wait). */
+  pump() {
+    const dec = this.decoder;
+    if (!dec || dec.state !== "configured") return;
+    const ahead = (this.pos ? this.pos.queued : 0) + this.inflight;
+    let room = PLAYER.holdS * RATE - ahead;
+    if (this.paused) room = Math.min(room, 0);
+    while (this.pending.length && (room > 0 || !this.gotAudio)) {
+      const p = this.pending.shift();
+      const d = opusSamples(p.data) || 960;
+      dec.decode(new EncodedAudioChunk({ type: "key", timestamp: Math.round(p.g * 1e6 / RATE), duration: Math.round(d * 1e6 / RATE), data: p.data }));
+      this.inflight += d; room -= d; this.chunksInflight = (this.chunksInflight || 0) + 1;
+    }
+    if (this.pending.length > 3600 * 50) this.pending.splice(0, this.pending.length - 3600 * 50); // an hour paused at most
+  }
+  decoded(d, gen) {
+    try {
+      if (gen !== this.gen || !this.node) return;
+      const n = d.numberOfFrames, chs = [];
+      const cc = Math.min(d.numberOfChannels, 2);
+      for (let c = 0; c < cc; c++) { const a = new Float32Array(n); d.copyTo(a, { planeIndex: c, format: "f32-planar" }); chs.push(a); }
+      const g = Math.round(d.timestamp * RATE / 1e6);
+      this.inflight = Math.max(0, this.inflight - Math.max(n, 960));
+      this.node.port.postMessage({ type: "pcm", g, ch: chs }, chs.map((a) => a.buffer));
+      if (!this.gotAudio) { mark("decoded"); this.gotAudio = true; this.pos = this.pos || { queued: 0 }; setTimeout(() => this.update(), 300); }
+      if (this.pos) this.pos.queued += n;
+      // the burst is decoded (or nearly: a decoder may hold one back): the worklet may start from its newest startS
+      this.chunksInflight = Math.max(0, this.chunksInflight - 1);
+      if (!this.readySent) {
+        const ready = () => { if (!this.readySent && gen === this.gen && this.node) { this.readySent = true; this.node.port.postMessage({ type: "ready" }); } };
+        if (this.chunksInflight <= 1) ready(); else if (!this.readyTimer) this.readyTimer = setTimeout(() => { this.readyTimer = null; ready(); }, 60);
+      }
+    } finally { d.close(); }
+  }
+  fromWorklet(m) {
+    if (m.type === "first") {
+      this.firstSoundMs = Math.round(this.outputPerfMs(m.frame));
+      this.hooks.onfirst && this.hooks.onfirst(this.firstSoundMs);
+    } else if (m.type === "stall") {
+      this.stallLog.push(Math.round(this.outputPerfMs(m.frame)));
+    } else if (m.type === "pos") {
+      this.pos = m;
+      this.stalls = m.stalls; this.stallMs = Math.round(m.stallFrames / RATE * 1000); this.played = m.played / RATE;
+      if (m.g >= 0 && this.epochMs && m.played) {
+        const wall = performance.timeOrigin + this.outputPerfMs(m.frame);
+        this.rawBehindMs = wall - (this.epochMs + m.g / 48);
+        // Audio can't arrive before it was live, nor (on a working path) seconds after: the least
+        // delay of the last 5 s outside 0-300 ms means the clocks disagree (this device's and the
+        // server's, or a program whose granules lag the wall clock): take that out.
+        const least = this.minArrivalMs || 0;
+        this.behindMs = Math.max(0, this.rawBehindMs - (least - Math.min(300, Math.max(0, least))));
+      }
+      this.pump();
+      if (this.streamEnded && !m.queued && this.pending.length === 0 && !this.inflight) { this.set("ended"); return; }
+      this.update();
+      this.hooks.onchange();
+    }
+  }
+  fail(kind, err, status) {
+    if (this.state === "failed") return;
+    this.error = { kind, status, message: err ? String(err.message || err) : "" };
+    this.stopStream();
+    this.set("failed");
+    this.hooks.onclose && this.hooks.onclose(kind, status);
+  }
+  stopStream() {
+    this.gen++;
+    if (this.abort) this.abort.abort();
+    if (this.decoder && this.decoder.state !== "closed") try { this.decoder.close(); } catch { /* closed */ }
+    this.decoder = null;
+  }
+  pause() {
+    this.paused = true;
+    if (this.node) this.node.port.postMessage({ type: "hold" });
+    if (this.ctx) this.ctx.suspend().catch(() => {});
+    // paused, the output stops: live runs on without us
+    const at = Date.now(), base = this.behindMs || 0;
+    clearInterval(this.pauseTimer);
+    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+    this.set("paused");
+  }
+  play() {
+    clearInterval(this.pauseTimer);
+    this.paused = false;
+    if (this.ctx) this.ctx.resume().catch(() => {});
+    this.pump();
+    this.update();
+  }
+  /** Drops what is buffered beyond the start level: plays at the live edge again. */
+  backToLive() {
+    // the newest audio is at the end of what waits encoded; keep the start level of it, and 5 packets to warm the decoder
+    const need = (this.pos && this.pos.start) || PLAYER.startS * RATE, warm = 5 * 960;
+    let waiting = this.pending.reduce((n, p) => n + (opusSamples(p.data) || 960), 0);
+    while (waiting - (opusSamples(this.pending[0]?.data) || 960) >= need + warm && this.pending.length) waiting -= opusSamples(this.pending.shift().data) || 960;
+    if (this.node) this.node.port.postMessage({ type: "live", keep: Math.max(0, need - waiting) });
+    this.play();
+  }
+  canResumeLocally() { return this.state !== "failed" && this.state !== "ended" && this.state !== "idle"; }
+  stop() {
+    clearInterval(this.pauseTimer);
+    this.stopStream();
+    if (this.node) { this.node.port.postMessage({ type: "reset" }); this.node.disconnect(); this.node = null; }
+    this.paused = false; this.pos = null;
+    this.set("idle");
+  }
+  stats() {
+    return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs == null ? null : Math.round(this.behindMs),
+      rawBehindMs: this.rawBehindMs == null ? null : Math.round(this.rawBehindMs), stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3),
+      queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
+  }
+}
+
+/**
+ * The fallback: an <audio> element on the same URL (the browser buffers and
+ * decodes; it can't say how far behind live it is, so this counts the time
+ * it spent paused or stalled since it started).
+ */
+class ElementPlayer {
+  constructor(hooks, el) {
+    this.hooks = hooks; this.engine = "element"; this.el = el;
+    this.state = "idle"; this.src = ""; this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
+    this.paused = false;
+    const on = (ev, f) => el.addEventListener(ev, f);
+    on("playing", () => {
+      if (!this.src) return;
+      if (this.firstSoundMs == null) { this.firstSoundMs = Math.round(performance.now()); this.hooks.onfirst && this.hooks.onfirst(this.firstSoundMs); }
+      if (this.stallAt) { this.stallMs += Date.now() - this.stallAt; this.stallAt = 0; }
+      if (this.wall0 == null) { this.wall0 = Date.now(); this.t0 = el.currentTime; }
+      this.set("playing");
+    });
+    on("waiting", () => { if (this.src && !el.paused && this.firstSoundMs != null) { this.stalls++; this.stallAt = Date.now(); this.set("stalled"); } });
+    on("pause", () => { if (this.src) this.set("paused"); });
+    const lost = () => { if (this.src && this.state !== "idle") { this.set("failed"); this.hooks.onclose && this.hooks.onclose("network"); } };
+    on("error", lost);
+    on("ended", lost);
+    on("timeupdate", () => {
+      if (this.wall0 == null) return;
+      this.played = el.currentTime - this.t0;
+      const behind = (Date.now() - this.wall0) / 1000 - this.played;
+      this.behindMs = Math.max(0, Math.round(behind * 1000));
+      this.hooks.onchange();
+    });
+  }
+  static supported() { return true; }
+  prepare() { return Promise.resolve(); }
+  set(state) { if (this.state !== state) { this.state = state; this.hooks.onchange(); } }
+  start(url) {
+    clearInterval(this.pauseTimer);
+    this.src = url; this.paused = false; this.wall0 = null; this.behindMs = null;
+    this.el.src = url;
+    this.set("connecting");
+    this.el.play().catch((err) => { if (err.name === "NotAllowedError") this.set("blocked"); });
+  }
+  pause() {
+    this.paused = true; this.el.pause();
+    const at = Date.now(), base = this.behindMs || 0;
+    clearInterval(this.pauseTimer);
+    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+  }
+  play() { clearInterval(this.pauseTimer); this.paused = false; this.el.play().catch(() => {}); }
+  backToLive() { this.start(this.src); }
+  canResumeLocally() { return this.state !== "failed" && !!this.el.getAttribute("src"); }
+  stop() {
+    clearInterval(this.pauseTimer);
+    this.src = "";
+    this.el.pause(); this.el.removeAttribute("src"); this.el.load();
+    this.set("idle");
+  }
+  stats() {
+    return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs, rawBehindMs: null,
+      stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3), queuedMs: null, nextSeq: null, contextState: null };
+  }
+}
+
 /* -------------------------------------------------------------- listener */
 
 async function listenerPage(id) {
@@ -813,12 +1335,31 @@ async function listenerPage(id) {
   if (listenToken) { store.put("tribune.listeners", id, listenToken); stripFragment(); } else listenToken = store.map("tribune.listeners")[id] || "";
   setReadToken(listenToken || store.map("tribune.hosts")[id] || "");
 
+  let space = null, mode = null, retryTimer = null, pausedAt = 0, watcher = null;
+  let speaking = null; // MicPanel while on stage
+  // The first second: ask to listen (and start the stream) while the page
+  // reads the space and the player gets its audio output ready.
+  mark("listener");
+  let early = askAdmission(null);
+  const snapshot = fetchSnapshot(id);
+  snapshot.catch(() => {});
+  /* the program player: #program (web/e2e relies on it and its data-*) */
+  const forceElement = (query.get("player") || frag.get("player")) === "element";
+  const player = (forceElement || !(await WebAudioPlayer.supported()))
+    ? new ElementPlayer(hooks(), fromHTML(`<audio id="program" preload="auto" hidden></audio>`))
+    : new WebAudioPlayer(hooks());
+  window.tribunePlayer = player; // for web/e2e and the browser benchmark
+  early.then(({ a }) => {
+    if (a && a.state === "admitted" && a.live && player.state === "idle" && !speaking) { mark("admission"); player.start(a.live); }
+  });
   let snap;
-  try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
+  try { snap = await snapshot; } catch (e) { return fatal(e); }
+  mark("snapshot");
   app.innerHTML = `
     <section class="card" id="space-card">
       <div class="row spread"><span id="space-state"></span><span class="muted" id="space-stats"></span></div>
       <h1 id="space-title"></h1>
+      <p class="muted" id="space-host" hidden></p>
       <div id="player-area"></div>
     </section>
     <section class="card" id="stage-card" hidden>
@@ -833,96 +1374,116 @@ async function listenerPage(id) {
     </section>
     <p class="muted small" id="host-hint"></p>`;
 
-  let space = snap.space, mode = null, retryTimer = null, pausedAt = 0, watcher = null;
-  let speaking = null; // MicPanel while on stage
+  space = snap.space;
   let req = null; // {id, ticket, name} of our pending request
   let reqTimer = null, checking = false;
   const area = $("#player-area"), speak = $("#speak-card");
   if (store.map("tribune.hosts")[id]) $("#host-hint").innerHTML = `You host this space: <a href="/spaces/${esc(id)}/host">open the host console</a>.`;
 
-  /* the program player: the first <audio> in the document (tests rely on it) */
-  const program = () => $("#program");
+  function hooks() {
+    return {
+      onchange: () => renderPlayer(),
+      onfirst: () => renderPlayer(),
+      onclose: (kind, status) => {
+        if (mode !== "live" || speaking || !player.src) return;
+        renderPlayer();
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => admit(null), kind === "end" ? 500 : 2000);
+        void status;
+      },
+    };
+  }
   function playerUI(status, sub, canPlay = true) {
     let ui = $("#player");
     if (!ui) {
       ui = fromHTML(`<div id="player"><div class="player">
           <button id="play" class="big-play" type="button" aria-label="Play">${ICON.play}</button>
-          <div class="player-text"><div class="player-status" id="player-status"></div><div class="muted" id="player-sub"></div></div>
-        </div></div>`);
+          <div class="player-text"><div class="player-status" id="player-status" role="status" aria-live="polite"></div><div class="muted" id="player-sub"></div></div>
+        </div>
+        <div class="behind" id="behind" hidden><span id="behind-text"></span><button id="back-to-live" type="button" class="secondary small">Back to live</button></div>
+        </div>`);
       area.prepend(ui);
       $("#play").onclick = onPlayButton;
+      $("#back-to-live").onclick = () => { getAudioContext(); pausedAt = 0; if (player.engine === "webaudio" && player.canResumeLocally()) player.backToLive(); else admit(null); };
+      const el = player.engine === "element" ? player.el : fromHTML(`<div id="program" hidden></div>`);
+      el.dataset.engine = player.engine;
+      ui.append(el);
     }
     $("#player-status").innerHTML = status;
     $("#player-sub").innerHTML = sub || "";
     $("#play").disabled = !canPlay;
   }
-  function syncButton() {
-    const a = program(), b = $("#play");
-    if (!b) return;
-    const playing = a && !a.paused && a.getAttribute("src");
+  const fmtBehind = (ms) => ms < 10000 ? (ms / 1000).toFixed(1) + " s" : ms < 60000 ? Math.round(ms / 1000) + " s" : fmtDuration(ms);
+  /** The player's state in words, its one button, how far behind live, and data-* for web/e2e. */
+  function renderPlayer() {
+    if (mode !== "live" || speaking) return;
+    const st = player.state, behind = player.behindMs;
+    const far = behind != null && behind > 2000;
+    const words = {
+      idle: ["Connecting…", ""],
+      connecting: ["Connecting…", "Joining the live audio."],
+      blocked: ["Press play to listen live", "Your browser waits for a tap before it plays sound."],
+      playing: far ? ["Playing", ""] : [`<span class="eq"><i></i><i></i><i></i></span>Live`, behind != null ? `${fmtBehind(behind)} behind the speakers` : "You're hearing it as it happens."],
+      stalled: ["Buffering…", "The audio is arriving too slowly; it continues as soon as enough is here."],
+      paused: ["Paused", far ? "" : "Press play to continue."],
+      failed: ["Reconnecting…", "The live audio was cut; joining again."],
+      ended: ["The live audio has ended", ""],
+    }[st] || [st, ""];
+    playerUI(words[0], words[1], st !== "failed");
+    const playing = ["connecting", "playing", "stalled"].includes(st);
+    const b = $("#play");
     b.innerHTML = playing ? ICON.pause : ICON.play;
     b.setAttribute("aria-label", playing ? "Pause" : "Play");
-  }
-  function ensureProgram(opts) {
-    let a = program();
-    if (!a) {
-      a = document.createElement("audio");
-      a.id = "program"; a.controls = true;
-      area.append(a);
-      a.addEventListener("playing", () => { pausedAt = 0; if (mode === "live") playerUI(`<span class="eq"><i></i><i></i><i></i></span>Live`, "You're hearing it as it happens."); syncButton(); });
-      a.addEventListener("pause", () => { pausedAt = Date.now(); if (mode === "live" && a.getAttribute("src")) playerUI("Paused", "Press play to catch up with the live conversation."); syncButton(); });
-      a.addEventListener("waiting", () => { if (mode === "live" && !a.paused) playerUI("Buffering…", "The audio will continue in a moment."); });
-      const lost = () => {
-        if (mode !== "live" || !a.getAttribute("src") || speaking) return;
-        playerUI("Reconnecting…", "The live stream dropped; joining again.", false);
-        clearTimeout(retryTimer); retryTimer = setTimeout(() => admit(null), 2000);
-      };
-      a.addEventListener("error", lost);
-      a.addEventListener("ended", lost);
+    $("#behind").hidden = !(far && (st === "playing" || st === "paused" || st === "stalled"));
+    $("#behind-text").textContent = far ? `${fmtBehind(behind)} behind live` : "";
+    const p = $("#program"), s = player.stats();
+    if (p) {
+      p.dataset.state = st; p.dataset.src = s.src || "";
+      p.dataset.played = String(s.played || 0);
+      for (const [k, v] of [["firstSoundMs", s.firstSoundMs], ["behindMs", s.behindMs], ["stalls", s.stalls], ["stallMs", s.stallMs], ["nextSeq", s.nextSeq]]) {
+        if (v == null) delete p.dataset[k]; else p.dataset[k] = String(v);
+      }
     }
-    a.autoplay = !!opts.autoplay;
-    a.preload = opts.preload || "auto";
-    return a;
   }
   function onPlayButton() {
     getAudioContext();
-    const a = program();
-    if (mode !== "live") { if (a) (a.paused ? a.play() : a.pause()); return; }
-    if (a && !a.paused) { a.pause(); return; }
-    // Paused for a while, or never connected: join again at the live edge.
-    if (!a || !a.getAttribute("src") || (pausedAt && Date.now() - pausedAt > 3000)) admit(null);
-    else a.play().catch(() => admit(null));
+    const st = player.state;
+    if (st === "playing" || st === "stalled" || st === "connecting") { player.pause(); pausedAt = Date.now(); return; }
+    if (st === "blocked") { player.play(); return; }
+    // an <audio> paused for a while has lost its place: join again at the live edge
+    if (st === "paused" && player.canResumeLocally() && !(player.engine === "element" && pausedAt && Date.now() - pausedAt > 3000)) { player.play(); return; }
+    admit(null);
   }
-  /** Asks to listen: a pass for the live stream, or a place in line. */
-  async function admit(ticket) {
-    clearTimeout(retryTimer);
-    if (mode !== "live" || speaking) return;
+  /** The admission call: {res, a} (the answer's JSON), or {} when the server can't be reached. */
+  async function askAdmission(ticket) {
     const params = new URLSearchParams();
     if (ticket) params.set("ticket", ticket);
     if (listenToken) params.set("token", listenToken);
     const q = params.toString() ? "?" + params : "";
-    if (!program() || !program().getAttribute("src")) playerUI("Connecting…", "", false);
-    let res, a;
     try {
-      res = await fetch(`/api/spaces/${id}/admission${q}`, { cache: "no-store" });
-      a = await res.json().catch(() => ({}));
-    } catch {
+      const res = await fetch(`/api/spaces/${id}/admission${q}`, { cache: "no-store" });
+      return { res, a: await res.json().catch(() => ({})) };
+    } catch { return {}; }
+  }
+  /** Asks to listen: a pass for the live stream, or a place in line. */
+  async function admit(ticket) {
+    clearTimeout(retryTimer);
+    if (mode !== "live" || speaking) { early = null; return; }
+    if (player.state === "idle" || player.state === "failed") playerUI("Connecting…", "", false);
+    player.prepare().catch(() => {}); // the audio output gets ready meanwhile
+    const asked = early || askAdmission(ticket);
+    early = null;
+    const { res, a } = await asked;
+    if (!res) {
       playerUI("Can't reach the server", "Trying again in a few seconds…", false);
       retryTimer = setTimeout(() => admit(ticket), 3000);
       return;
     }
     if (mode !== "live" || speaking) return;
     if (a.state === "admitted" && a.live) {
-      const el = ensureProgram({ autoplay: true });
-      el.hidden = false;
-      el.src = a.live;
-      playerUI("Starting…", "Connecting to the live audio.", true);
-      el.play().catch((err) => {
-        if (err.name !== "NotAllowedError") return; // AbortError: a newer source took over
-        playerUI("Press play to listen live", "Your browser waits for a tap before it plays sound.");
-        syncButton();
-      });
-      syncButton();
+      pausedAt = 0;
+      if (player.src !== a.live) player.start(a.live); // else started already, from the page's first request
+      renderPlayer();
     } else if (a.waiting_room) {
       const w = a.waiting_room;
       let left = Math.max(1, w.retry_after | 0);
@@ -945,11 +1506,13 @@ async function listenerPage(id) {
   }
   /** On stage: stop the delayed program (and free the slot). */
   function releaseProgram() {
-    const a = program();
-    if (a) { a.pause(); a.removeAttribute("src"); a.load(); a.hidden = true; }
+    player.stop();
     clearTimeout(retryTimer);
     playerUI("You're on stage", "You hear the others directly, without delay.", false);
-    syncButton();
+    $("#play").innerHTML = ICON.play;
+    $("#behind").hidden = true;
+    const p = $("#program");
+    if (p) p.dataset.state = "idle";
   }
 
   function setMode(next) {
@@ -964,6 +1527,7 @@ async function listenerPage(id) {
       const when = space.scheduled_at ? ` — scheduled for <strong>${esc(fmtWhen(space.scheduled_at))}</strong> (${esc(fmtRelative(space.scheduled_at))})` : "";
       area.innerHTML = `<div class="notice" id="not-live">Not live yet${when}.<br><span class="muted">This page starts the audio by itself when the host goes live.</span></div>`;
     } else if (next === "ended") {
+      player.stop();
       if (speaking) { speaking.destroy(); speaking = null; }
       if (watcher) { watcher.close(); watcher = null; } // nothing changes after the end
       area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(withToken(space.urls.replay))}"></audio>
@@ -985,7 +1549,7 @@ async function listenerPage(id) {
     card.hidden = false;
     list.innerHTML = tracks.length ? tracks.map((t) => `
       <li class="track" data-identity="${esc(t.identity)}">
-        <div class="track-head"><strong>${esc(t.name || t.identity)}</strong>
+        <div class="track-head"><strong>${esc(displayName(space, t.identity, t.name))}</strong>
           <span class="muted small">${t.bytes ? fmtBytes(t.bytes) + " · " : ""}<a href="${esc(withToken(t.url))}" download>Download</a></span></div>
         <audio controls preload="none" src="${esc(withToken(t.url))}"></audio>
       </li>`).join("") : `<li class="empty">No separate speaker tracks were recorded in this space.</li>`;
@@ -1098,11 +1662,12 @@ async function listenerPage(id) {
     document.title = `${space.title} · Tribune`;
     setStateBadge($("#space-state"), space);
     $("#space-title").textContent = space.title;
+    showHost($("#space-host"), space);
     renderStats();
     const members = space.state === "live" ? s.stage.members : [];
     $("#stage-card").hidden = !members.length;
     $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
-    renderAvatars($("#stage-avatars"), members);
+    renderAvatars($("#stage-avatars"), members, space);
     setMode(space.state);
     if (speaking) { speaking.setSpace(space); if (speaking) speaking.setStage(s.stage); }
     // request to speak: only while live, and only where the server has a stage
@@ -1133,11 +1698,13 @@ async function hostPage(id) {
   try { snap = await fetchSnapshot(id); } catch (e) { return fatal(e); }
   const listenUrl = `${location.origin}/spaces/${id}`;
   app.innerHTML = `
-    <div class="grid two">
+    <div class="grid two" id="host-grid">
       <div>
         <section class="card" id="space-card">
           <div class="row spread"><span id="space-state"></span><span class="muted small">Host console</span></div>
           <h1 id="space-title"></h1>
+          <p class="muted" id="space-host" hidden></p>
+          <div id="space-live">
           <div class="stats"><span>Listening now <strong id="listeners-now">0</strong></span><span>Peak <strong id="listeners-peak">0</strong></span><span id="live-for"></span></div>
           <div class="row" style="margin-top:12px">
             <button id="go-live" type="button">Go live</button>
@@ -1147,6 +1714,7 @@ async function hostPage(id) {
           <label for="share-link">Listener link to share</label>
           <div class="field-row"><input id="share-link" readonly value="${esc(listenUrl)}"><button id="share-copy" type="button" class="secondary">Copy</button></div>
           <p class="muted small"><a href="/spaces/${esc(id)}" target="_blank" rel="noopener">Open the listener page</a></p>
+          </div>
         </section>
         <section class="card" id="mic-card"><h2>Your microphone</h2><div id="mic-root"></div></section>
         <section class="card" id="requests-card">
@@ -1339,15 +1907,15 @@ async function hostPage(id) {
           <div class="muted small"><span class="status-dot"></span><span class="st"></span></div></div>
         <div class="actions"></div></li>`),
       (el, m) => {
-        const mine = m.identity === me.sub, st = memberStatus(m);
+        const mine = m.identity === me.sub, st = memberStatus(m), name = displayName(space, m.identity, m.name);
         el.dataset.identity = m.identity;
-        el.dataset.name = m.name || m.identity;
+        el.dataset.name = name;
         el.dataset.role = m.role;
         el.dataset.connected = String(m.connected !== false);
         el.dataset.muted = String(!!m.muted);
         el.dataset.talking = String(st.dot === "talk");
-        $(".ini", el).textContent = initials(m.name || m.identity);
-        $(".nm", el).textContent = (m.name || m.identity) + (mine ? " (you)" : "");
+        $(".ini", el).textContent = initials(name);
+        $(".nm", el).textContent = name + (mine ? " (you)" : "");
         const role = $(".badge.role", el);
         role.textContent = ROLE_LABEL[m.role] || m.role; role.classList.toggle("host", m.role === "host");
         $(".status-dot", el).className = "status-dot " + st.dot;
@@ -1369,6 +1937,7 @@ async function hostPage(id) {
     document.title = `Host · ${space.title} · Tribune`;
     setStateBadge($("#space-state"), space);
     $("#space-title").textContent = space.title;
+    showHost($("#space-host"), space);
     $("#listeners-now").textContent = space.listeners;
     $("#listeners-peak").textContent = space.peak_listeners;
     $("#live-for").textContent = space.state === "live" && space.started_at ? "Live for " + fmtDuration(Date.now() - space.started_at)
@@ -1390,11 +1959,55 @@ async function hostPage(id) {
     $("#source-card").hidden = ended;
     mic.setSpace(space);
     mic.setStage(stage);
-    if (space.state === "ended" && !$("#ended-note")) {
-      $("#space-card").insertAdjacentHTML("beforeend", `<div class="notice" id="ended-note">The space has ended. The recording is published:
-        <a href="/spaces/${esc(id)}">listener page</a> · <a href="${esc(space.urls.replay)}" download>download</a>.</div>`);
-    }
+    $("#host-grid").classList.toggle("ended", ended);
+    $("#space-live").hidden = ended;
+    if (ended && !$("#summary")) renderSummary();
     if (space.state !== "live") $("#mic-card").hidden = space.state === "ended";
+  }
+  /** After the end: what a host wants then (how it went, the recording and tracks, the replay link to share). */
+  function renderSummary() {
+    const replayPage = `${location.origin}/spaces/${id}`;
+    const replay = withToken(space.urls.replay);
+    $("#space-card").insertAdjacentHTML("beforeend", `<div id="summary">
+      <div class="summary-stats">
+        <div><strong id="summary-duration">${esc(fmtDuration(space.duration_ms || 0))}</strong><span>long</span></div>
+        <div><strong id="summary-peak">${esc(space.peak_listeners || 0)}</strong><span>listeners at the peak</span></div>
+        <div><strong id="summary-speakers">…</strong><span>speaker tracks</span></div>
+        <div><strong>${esc(space.ended_at ? new Date(space.ended_at).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" }) : "—")}</strong><span>ended ${esc(space.ended_at ? fmtRelative(space.ended_at) : "")}</span></div>
+      </div>
+      <div class="grid two">
+        <div>
+          <h3>Share the replay</h3>
+          <p class="muted small">The full recording plays on the space's page from now on.</p>
+          <div class="field-row"><input id="replay-link" readonly value="${esc(replayPage)}"><button id="replay-copy" type="button" class="secondary">Copy</button></div>
+          <h3>Recording</h3>
+          <audio id="summary-replay" controls preload="metadata" src="${esc(replay)}"></audio>
+          <p class="small"><a class="btn secondary small" href="${esc(replay)}" download>Download the recording (Ogg Opus)</a></p>
+        </div>
+        <div>
+          <h3>Each speaker's own track</h3>
+          <p class="muted small">Unedited, one file per person on stage: for editing or a clean re-mix.</p>
+          <ul class="list tracks" id="summary-tracks"><li class="empty">Loading the tracks…</li></ul>
+        </div>
+      </div></div>`);
+    $("#replay-copy").onclick = () => copyText(replayPage, $("#replay-link"));
+    const load = async (attempt = 0) => {
+      let tracks;
+      try { tracks = (await api("GET", `/api/spaces/${id}/tracks`, undefined, tok)).tracks || []; } catch (e) {
+        if (attempt < 3 && e.status !== 404) { setTimeout(() => load(attempt + 1), 2000); return; }
+        $("#summary-tracks").innerHTML = `<li class="empty">${e.status === 404 ? "This server doesn't keep speaker tracks." : esc(e.message)}</li>`;
+        $("#summary-speakers").textContent = "—";
+        return;
+      }
+      if (!tracks.length && attempt < 2) { setTimeout(() => load(attempt + 1), 2000); return; }
+      $("#summary-speakers").textContent = tracks.length;
+      $("#summary-tracks").innerHTML = tracks.length ? tracks.map((t) => `<li class="track" data-identity="${esc(t.identity)}">
+          <span class="avatar avatar-sm" style="${avatarStyle(t.identity)}">${esc(initials(displayName(space, t.identity, t.name)))}</span>
+          <div class="who"><strong>${esc(displayName(space, t.identity, t.name))}</strong><div class="muted small">${t.bytes ? esc(fmtBytes(t.bytes)) : ""}</div></div>
+          <a class="btn ghost small" href="${esc(withToken(t.url))}" download>Download</a></li>`).join("")
+        : `<li class="empty">Nobody spoke from the stage (an Icecast source alone has no separate tracks).</li>`;
+    };
+    load();
   }
   let watcher = null;
   apply(snap);
@@ -1450,7 +2063,7 @@ async function speakerPage(id) {
     $("#space-title").textContent = space.title;
     $("#space-stats").textContent = space.state === "live" ? plural(space.listeners, "listener") : "";
     const members = space.state === "live" ? s.stage.members : [];
-    renderAvatars($("#stage-avatars"), members);
+    renderAvatars($("#stage-avatars"), members, space);
     $("#stage-empty").hidden = members.length > 0;
     $("#stage-count").textContent = members.length ? `${members.filter((m) => m.connected !== false).length} / ${s.stage.max_speakers}` : "";
     const note = $("#speaker-note");

@@ -1,5 +1,7 @@
-//! Chromium's <audio> plays the live stream and the replay, driven through
-//! the real web page (headless Debian Chromium via playwright-core).
+//! Chromium's <audio> plays the live stream (the listener page's fallback
+//! player, `?player=element`, for browsers without WebCodecs) and the
+//! replay, driven through the real web page (headless Debian Chromium via
+//! playwright-core). The Web Audio player is `listener_browser.rs`.
 
 mod support;
 
@@ -43,7 +45,11 @@ fn chromium_audio_plays_live_and_replay() {
     // long enough for a loaded machine's Chromium to start and play 4 s
     let mut source = ffmpeg_source(s.addr, &id, &host, 40.0, 440);
     s.wait_for_packets(&id, 50);
-    let live = play_in_chromium(&s.url(&format!("/spaces/{id}")), 4, "listener-live.png");
+    let live = play_in_chromium(
+        &s.url(&format!("/spaces/{id}?player=element")),
+        4,
+        "listener-live-element.png",
+    );
     assert!(
         live["src"].as_str().unwrap().contains("/live.opus?ticket="),
         "{live}"

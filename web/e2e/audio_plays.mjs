@@ -1,4 +1,5 @@
-// Opens a Tribune space page in headless Chromium, plays its <audio>, and
+// Opens a Tribune space page in headless Chromium, plays its first <audio>
+// (the replay, or the live fallback player with ?player=element), and
 // prints what the element did as JSON. Usage:
 //   node audio_plays.mjs PAGE_URL SECONDS SCREENSHOT.png
 import { chromium } from "playwright-core";
@@ -22,7 +23,7 @@ try {
   const consoleErrors = [];
   page.on("console", m => { if (m.type() === "error") consoleErrors.push(m.text()); });
   await page.goto(url, { waitUntil: "load" });
-  await page.waitForSelector("audio", { timeout: 10000 });
+  await page.waitForSelector("audio", { state: "attached", timeout: 10000 });
   result = await page.evaluate(async (secs) => {
     const a = document.querySelector("audio");
     const events = [];

@@ -15,6 +15,7 @@
 // Progress goes to stderr. Screenshots (390x844) land in ARTIFACT_DIR.
 // The ids and data-* attributes used here are listed in README.md.
 import { launchWithMic, writeWav } from "./chromium.mjs";
+import { playLive } from "./program.mjs";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -66,7 +67,7 @@ async function open(browser, name) {
 }
 const shot = (page, file) => page.evaluate(() => window.scrollTo(0, 0)).catch(() => {}).then(() => page.screenshot({ path: join(artifacts, file), fullPage: true }).catch((e) => log("screenshot failed", file, e.message)));
 
-/** Plays the first <audio> and waits until it advanced `secs` (or the timeout). */
+/** Plays the first <audio> (the replay) and waits until it advanced `secs` (or the timeout). */
 function playFor(page, secs, timeoutMs) {
   return page.evaluate(async ([secs, timeoutMs]) => {
     const a = document.querySelector("audio");
@@ -153,9 +154,9 @@ async function main() {
   await shot(listener, "home.png");
   await listener.click(`.space-item[data-id="${id}"] a.space-link`);
   await listener.waitForURL(new RegExp(`/spaces/${id}$`));
-  await listener.waitForFunction(() => { const a = document.querySelector("audio"); return a && a.src.includes("/live.opus?ticket="); });
+  await listener.waitForFunction(() => { const p = document.querySelector("#program"); return p && (p.dataset.src || "").includes("/live.opus?ticket="); });
   log("listener has the live src");
-  const live = await playFor(listener, 2.0, 12_000);
+  const live = await playLive(listener, 2.0, 12_000);
   log("listener live:", JSON.stringify(live));
   if (!(live.played >= 2.0)) throw new Error(`the listener's live audio advanced only ${live.played} s: ${JSON.stringify(live)}`);
   // Wait for the talking indicators before the picture, with a bound.
@@ -180,7 +181,7 @@ async function main() {
   await listener.waitForSelector('#speak-card[data-state="speaker"] #mic-panel[data-status="connected"]', { timeout: 15_000 });
   await host.waitForSelector('#stage-members li.member[data-name="Linus"][data-connected="true"]', { timeout: 10_000 });
   // The delayed program stops once the stage audio takes over (no echo of yourself).
-  const programStopped = await listener.waitForFunction(() => { const a = document.querySelector("audio"); return a && a.paused; }, null, { timeout: 6000 })
+  const programStopped = await listener.waitForFunction(() => { const p = document.querySelector("#program"); return p && p.dataset.state === "idle"; }, null, { timeout: 6000 })
     .then(() => true, () => false);
   await shot(listener, "listener-speaker.png");
   log("Linus on stage; program paused:", programStopped);
@@ -190,8 +191,8 @@ async function main() {
   await listener.waitForSelector('#speak-card[data-state="removed"]', { timeout: 10_000 });
   await host.waitForSelector('#stage-members li.member[data-name="Linus"]', { state: "detached", timeout: 10_000 });
   at("listener plays live again");
-  await listener.waitForFunction(() => { const a = document.querySelector("audio"); return a && a.src.includes("/live.opus?ticket="); }, null, { timeout: 10_000 });
-  const relisten = await playFor(listener, 1.5, 10_000);
+  await listener.waitForFunction(() => { const p = document.querySelector("#program"); return p && p.dataset.state !== "idle" && (p.dataset.src || "").includes("/live.opus?ticket="); }, null, { timeout: 10_000 });
+  const relisten = await playLive(listener, 1.5, 10_000);
   log("listener live again:", JSON.stringify(relisten));
   if (!(relisten.played >= 1.5)) throw new Error(`after leaving the stage the live audio advanced only ${relisten.played} s: ${JSON.stringify(relisten)}`);
 
