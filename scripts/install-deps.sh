@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 want=(ffmpeg libopus-dev pkg-config) # a source and decoder for tests; libopus for the stage mixer (opus crate)
 if [ "${1:-run}" = test ] || [ "${1:-run}" = bench ]; then
   want+=(chromium nodejs mpv)        # the web page in a real browser; another real player
+  want+=(postgresql redis-server)    # shared state between nodes (started by the tests, data in temp dirs)
+  want+=(iproute2 nftables nginx)    # the fleet topology in network namespaces; the HLS tier's cache
 fi
 if [ "${1:-run}" = bench ]; then
   want+=(firefox-esr pulseaudio)     # bench/browser-listen.sh: Firefox, and a null sound sink it can play into

@@ -62,6 +62,17 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             (keys, None, created)
         }
     };
+    let fleet = match &cfg.redis {
+        Some(url) => {
+            let base = cfg.base_url(bound);
+            let name = cfg.node_name.clone().unwrap_or_else(|| base.clone());
+            let role = if upstream.is_some() { "edge" } else { "origin" };
+            let fleet =
+                control::fleet::Fleet::new(url, &name, &base, role, cfg.max_listeners as u64)?;
+            Some(std::sync::Arc::new(fleet))
+        }
+        None => None,
+    };
     let app = App::load(control::spaces::Parts {
         cfg,
         bound,
@@ -69,6 +80,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         secret,
         keys,
         upstream,
+        fleet,
         metrics,
         rtc,
     })
@@ -102,6 +114,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         ));
     }
     tokio::spawn(front::admit::watch_health(admission.clone()));
+    if let Some(fleet) = app.fleet.clone() {
+        let app = app.clone();
+        tokio::spawn(async move { fleet.run(|| app.fleet_report()).await });
+    }
     tokio::select! {
         _ = front::serve(admission, listener, router, Lane::Public) => {}
         _ = shutdown_signal() => {

@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod fleet;
+mod fleet_api;
 mod pages;
 pub mod relay_api;
 pub mod spaces;
@@ -169,7 +171,7 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
     let urls = space_urls(app, id);
     let (listeners, peak, source, packets, duration_ms) = match e.live.as_ref().map(|o| &o.space) {
         Some(l) => (
-            l.listeners(),
+            l.listeners() as u64,
             l.peak_listeners() as u64,
             l.source_connected(),
             l.packets(),
@@ -183,9 +185,16 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
             e.row.duration_ms,
         ),
     };
+    // the sum over the fleet, when Redis knows it; this node's own otherwise
+    let here = listeners;
+    let (listeners, peak) = match (&e.live, app.fleet.as_ref().and_then(|f| f.space_totals(id))) {
+        (Some(_), Some((total, fleet_peak))) => (total.max(here), fleet_peak.max(peak)),
+        _ => (listeners, peak),
+    };
     json!({
         "id": id,
         "title": e.row.title,
+        "listeners_here": here,
         "state": e.row.state,
         "created_by": e.row.created_by,
         "created_at": e.row.created_at,
@@ -259,6 +268,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(pages::routes())
         .merge(api::routes())
         .merge(relay_api::routes())
+        .merge(fleet_api::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(stage_api::routes())

@@ -3,6 +3,7 @@
 //! and its stage. Start and end go through here, once each.
 
 use super::auth::Keys;
+use super::fleet::{Fleet, Report};
 use super::store::{SpaceRow, Store};
 use super::upstream::Upstream;
 use crate::clock::{wall_ms, Mono};
@@ -42,6 +43,8 @@ pub struct App {
     pub keys: Keys,
     /// The node this one relays from, when it is an edge.
     pub upstream: Option<Upstream>,
+    /// The fleet's directory and counts, with `--redis`.
+    pub fleet: Option<Arc<Fleet>>,
     pub metrics: PrometheusHandle,
     /// The stage's WebRTC peers, on one UDP port.
     pub rtc: RtcHub,
@@ -77,6 +80,7 @@ pub struct Parts {
     pub secret: Vec<u8>,
     pub keys: Keys,
     pub upstream: Option<Upstream>,
+    pub fleet: Option<Arc<Fleet>>,
     pub metrics: PrometheusHandle,
     pub rtc: RtcHub,
 }
@@ -93,6 +97,7 @@ impl App {
             secret,
             keys,
             upstream,
+            fleet,
             metrics,
             rtc,
         } = parts;
@@ -139,6 +144,7 @@ impl App {
             secret,
             keys,
             upstream,
+            fleet,
             metrics,
             rtc,
             health,
@@ -231,6 +237,24 @@ impl App {
 
     pub fn is_edge(&self) -> bool {
         self.upstream.is_some()
+    }
+
+    /// What this node tells the fleet about itself.
+    pub fn fleet_report(&self) -> Report {
+        let mut report = Report {
+            listeners: self.health.listeners() as u64,
+            healthy: self.health.healthy(),
+            ..Default::default()
+        };
+        for e in self.list() {
+            if let Some(on_air) = &e.live {
+                report
+                    .spaces
+                    .insert(e.row.id.clone(), on_air.space.listeners() as u64);
+                report.relay_lag_ms = report.relay_lag_ms.max(on_air.space.relay_lag_ms());
+            }
+        }
+        report
     }
 
     pub fn list(&self) -> Vec<SpaceEntry> {

@@ -481,6 +481,15 @@ async fn page_admission(
             metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
             let mut body = r.to_json();
             body["state"] = json!("waiting");
+            // nodes of the fleet with room, for a page that would rather move
+            if let Some(fleet) = &app.fleet {
+                let alternates: Vec<String> = fleet
+                    .alternates()
+                    .iter()
+                    .map(|n| format!("{}/spaces/{id}", n.url))
+                    .collect();
+                body["alternates"] = json!(alternates);
+            }
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut res = (status, Json(body)).into_response();
             if let Some(secs) = r

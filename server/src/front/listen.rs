@@ -26,6 +26,10 @@ pub struct ListenRequest {
     pub http_minor: u8,
     /// `?from=SEQ`: resume at that seq; `Err` when it is not a number.
     pub from: Result<Option<u64>, ()>,
+    /// The query as sent (kept when the listener is sent to another node).
+    pub query: Option<String>,
+    /// Another full node sent this listener here: no sending it on again.
+    pub redirected: bool,
 }
 
 impl ListenRequest {
@@ -38,6 +42,8 @@ impl ListenRequest {
                 crate::control::auth::token_from_header(head.header("authorization")).ok()
             }),
             http_minor: head.minor,
+            query: head.query.clone(),
+            redirected: head.query_param("via").is_some(),
             from: head
                 .query_param("from")
                 .map(|v| v.parse::<u64>().map_err(|_| ()))
@@ -124,6 +130,21 @@ pub async fn serve(
             }
         }
         Err(r) => {
+            // full here: another node of the fleet with room takes it
+            if let (Some(_), false, Some(fleet)) = (&r.waiting, req.redirected, &app.fleet) {
+                if let Some(node) = fleet.alternates().first() {
+                    let query = req
+                        .query
+                        .as_deref()
+                        .map(|q| format!("{q}&"))
+                        .unwrap_or_default();
+                    let location = format!("{}/spaces/{id}/live.opus?{query}via=1", node.url);
+                    metrics::counter!("tribune_listener_redirects_total").increment(1);
+                    let body = json!({"error": "this node is full; another node has room", "location": location});
+                    let extra = [("Location", location.clone())];
+                    return answer(sock, json_response(307, &extra, &body)).await;
+                }
+            }
             let path = format!("/spaces/{id}/live.opus");
             let html = (req.wants_html && r.waiting.is_some()).then_some(path.as_str());
             return answer(sock, Refused::response(&r, html)).await;

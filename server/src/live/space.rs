@@ -8,7 +8,7 @@ use super::shard::Shards;
 use crate::config::Config;
 use crate::health::Health;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,6 +33,9 @@ pub struct LiveSpace {
     groups_tx: watch::Sender<u64>,
     /// The epoch of the header pages (relays send it on).
     epoch_tx: watch::Sender<Option<u64>>,
+    /// On an edge: how long after ingest at the origin the last group
+    /// arrived here.
+    relay_lag_ms: AtomicU64,
     source_active: AtomicBool,
     /// Sources are paced to real time across their sessions: reconnecting
     /// does not buy a new allowance.
@@ -149,6 +152,7 @@ impl LiveSpace {
             id: id.to_string(),
             groups_tx: watch::channel(position.next_group).0,
             epoch_tx: watch::channel(program.epoch_ms()).0,
+            relay_lag_ms: AtomicU64::new(0),
             history: RwLock::new(history),
             program: Mutex::new(program),
             audience: Arc::new(audience),
@@ -180,6 +184,11 @@ impl LiveSpace {
             live: self.clone(),
             new_session: true,
         })
+    }
+
+    /// On an edge: the last relayed group's delay after its ingest.
+    pub fn relay_lag_ms(&self) -> u64 {
+        self.relay_lag_ms.load(Ordering::Relaxed)
     }
 
     /// This node relays the space from an upstream (it is an edge).
@@ -236,6 +245,11 @@ impl LiveSpace {
     /// track (a gap upstream).
     pub fn push_group(&self, group: Arc<Group>) -> bool {
         let packets = group.packets.len() as u64;
+        if let Some(last) = group.packets.last() {
+            let lag = crate::clock::wall_ms().saturating_sub(last.ingest_ms);
+            self.relay_lag_ms.store(lag, Ordering::Relaxed);
+            metrics::histogram!("tribune_relay_lag_ms").record(lag as f64);
+        }
         let (out, continuous) = self.lock_program().push_group(group);
         self.packets_metric.increment(packets);
         self.emit(out);

@@ -2,6 +2,7 @@
 //! sockets, and drives real ffmpeg as source and listener.
 #![allow(dead_code)]
 
+pub mod services;
 pub mod whip;
 
 use bytes::BytesMut;

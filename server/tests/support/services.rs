@@ -1,0 +1,177 @@
+//! Real PostgreSQL and Redis servers for the tests (Debian's packages,
+//! installed by scripts/install-deps.sh test): each on a free loopback
+//! port with its data in a temp dir, stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on the same port.
+    pub fn restart(&mut self) {
+        assert!(
+            Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "redis-server is not installed: run ./scripts/test.sh, which installs it"
+        );
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        wait_for_port(self.port, "redis-server");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Postgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user (initdb refuses root).
+fn as_postgres(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join(tool))
+        .args(args)
+        .output()
+        .expect("runuser")
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed: run ./scripts/test.sh, which installs it")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pg");
+        std::fs::create_dir(&dir).unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(tmp.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let dir_s = dir.to_str().unwrap().to_string();
+        let out = as_postgres(
+            &bin,
+            "initdb",
+            &["-D", &dir_s, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            bin,
+            _tmp: tmp,
+        };
+        pg.resume();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again).
+    pub fn resume(&self) {
+        let dir = self.dir.to_str().unwrap();
+        let opts = format!("-p {} -k {} -h 127.0.0.1", self.port, dir);
+        let log = format!("{dir}/log");
+        let out = as_postgres(
+            &self.bin,
+            "pg_ctl",
+            &["-D", dir, "-o", &opts, "-l", &log, "-w", "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for_port(self.port, "postgres");
+    }
+
+    /// Stops it (fast: open transactions are rolled back).
+    pub fn stop(&self) {
+        let dir = self.dir.to_str().unwrap();
+        let _ = as_postgres(
+            &self.bin,
+            "pg_ctl",
+            &["-D", dir, "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
