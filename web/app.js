@@ -739,6 +739,8 @@ async function homePage() {
       <form id="create-form" novalidate>
         <label for="create-title">Title</label>
         <input id="create-title" maxlength="200" placeholder="What is it about?" autocomplete="off">
+        <label for="create-host-name">Your name, as listeners will see it</label>
+        <input id="create-host-name" maxlength="60" placeholder="e.g. Ada Lovelace" autocomplete="name" value="${esc(store.raw("tribune.name"))}">
         <label for="create-when">Start time <span class="small">(optional; leave empty to go live when you're ready)</span></label>
         <input id="create-when" type="datetime-local">
         <label class="check"><input id="create-private" type="checkbox">
@@ -767,6 +769,8 @@ async function homePage() {
     if (tc.role !== "admin" && tc.role !== "host") return say(msg, `That token is for a ${tc.role}; starting a space needs a host or admin token.`);
     if (tc.exp && tc.exp * 1000 < Date.now()) return say(msg, `That token expired ${fmtRelative(tc.exp * 1000)}. Get a new one from the admin.`);
     const body = { title };
+    const hostName = $("#create-host-name").value.trim();
+    if (hostName) { body.host_name = hostName; store.setRaw("tribune.name", hostName); }
     if (when) {
       const at = new Date(when).getTime();
       if (Number.isNaN(at)) return say(msg, "That start time isn't a valid date.");

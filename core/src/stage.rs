@@ -108,6 +108,8 @@ pub struct Stage {
     removed: Vec<String>,
     /// The host stopped taking requests.
     requests_closed: bool,
+    /// Names given to identities (the host's display name).
+    names: Vec<(String, String)>,
 }
 
 /// Display names are shown to everyone: trimmed, bounded, no control characters.
@@ -131,10 +133,21 @@ impl Stage {
     /// The name shown for `identity`: a guest's from their request, else
     /// the identity itself (invite tokens name the person).
     pub fn display_name(&self, identity: &str) -> String {
+        if let Some((_, name)) = self.names.iter().find(|(i, _)| i == identity) {
+            return name.clone();
+        }
         identity
             .strip_prefix("guest-")
             .and_then(|rid| self.requests.iter().find(|r| r.id == rid))
             .map_or_else(|| identity.to_string(), |r| r.name.clone())
+    }
+
+    /// `identity` is shown as `name` (the host's display name).
+    pub fn name(&mut self, identity: &str, name: &str) -> Result<(), StageError> {
+        let name = clean_name(name)?;
+        self.names.retain(|(i, _)| i != identity);
+        self.names.push((identity.to_string(), name));
+        Ok(())
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &Request> {
@@ -457,6 +470,9 @@ mod tests {
         );
         assert_eq!(s.display_name("guest-r1"), "Linus");
         assert_eq!(s.display_name("Ada"), "Ada");
+        s.name("admin", " Grace Hopper ").unwrap();
+        assert_eq!(s.display_name("admin"), "Grace Hopper");
+        assert_eq!(s.name("admin", "\u{7}"), Err(StageError::BadName));
         assert_eq!(s.claim("r2"), Err(StageError::Declined));
         assert_eq!(
             s.claim("nope"),

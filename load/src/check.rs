@@ -148,9 +148,29 @@ pub struct StreamCheck {
     pub audio_ms: f64,
     pub fault: Option<Fault>,
     pub player: Option<Player>,
+    /// Seq of the next packet (from the server's `X-Tribune-Seq`, counted
+    /// on): where a reconnection resumes with `?from=`.
+    pub next_packet: Option<u64>,
 }
 
 impl StreamCheck {
+    /// A new connection (a failover) starts here, at packet `first_seq`
+    /// when the server said. The stream goes on: page numbers and granules
+    /// must continue where the last connection left them. Returns the
+    /// packets skipped or repeated, when the seqs do not meet.
+    pub fn reconnected(&mut self, first_seq: Option<u64>) -> Option<i64> {
+        self.buf.clear();
+        self.open_packet.clear();
+        let jump = match (self.next_packet, first_seq) {
+            (Some(expected), Some(got)) if expected != got => Some(got as i64 - expected as i64),
+            _ => None,
+        };
+        if first_seq.is_some() {
+            self.next_packet = first_seq;
+        }
+        jump
+    }
+
     /// Feeds bytes that arrived at `now_ms` (monotonic) / `wall_ms` (Unix
     /// ms). Latencies of live pages are appended to `latencies`. After a
     /// fault the stream is not trusted and further bytes are ignored.
@@ -247,6 +267,9 @@ impl StreamCheck {
         }
         if !packets.is_empty() {
             self.granule = Some(granule);
+        }
+        if let Some(next) = self.next_packet.as_mut() {
+            *next += packets.len() as u64;
         }
         let ms = samples as f64 / 48.0;
         self.audio_pages += 1;

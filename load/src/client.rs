@@ -15,7 +15,7 @@ pub fn wall_ms() -> f64 {
 }
 
 /// What one admitted listener experienced.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Listened {
     pub ttfa_ms: Option<f64>,
     pub fault: Option<Fault>,
@@ -30,18 +30,51 @@ pub struct Listened {
 /// Streams a 200 answer's body until `deadline`, validating every byte.
 /// `start` is when the listener began (for time to first audio).
 pub async fn listen_stream(
-    mut ans: Answer,
+    ans: Answer,
     start: Instant,
     deadline: Instant,
     epoch: Instant,
 ) -> Listened {
-    let mono = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1000.0;
-    let mut out = Listened {
-        ended_by: "deadline",
-        ..Default::default()
-    };
-    let mut dechunk = ans.head.chunked().then(ChunkedDecoder::default);
+    let mut out = Listened::default();
     let mut stream = StreamCheck::default();
+    let ended = stream_body(ans, &mut stream, deadline, epoch, &mut out).await;
+    close(&mut stream, start, deadline, epoch, ended, &mut out);
+    out
+}
+
+/// What a listener's stream came to, once it is over.
+pub fn close(
+    stream: &mut StreamCheck,
+    start: Instant,
+    deadline: Instant,
+    epoch: Instant,
+    stream_ended: bool,
+    out: &mut Listened,
+) {
+    let mono = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1000.0;
+    let end = mono(Instant::now().min(deadline));
+    out.ttfa_ms = stream.first_audio_ms.map(|t| t - mono(start));
+    if let Some(p) = stream.player.as_mut() {
+        p.finish(end, stream_ended);
+        out.stalls = p.stalls;
+        out.stall_ms = p.stall_ms;
+    }
+    out.audio_ms = stream.audio_ms;
+    out.fault = stream.fault.clone();
+}
+
+/// Streams one connection's body into `stream` until it ends or
+/// `deadline`; `out.ended_by` says how. True when the server ended it.
+pub async fn stream_body(
+    mut ans: Answer,
+    stream: &mut StreamCheck,
+    deadline: Instant,
+    epoch: Instant,
+    out: &mut Listened,
+) -> bool {
+    let mono = |t: Instant| t.duration_since(epoch).as_secs_f64() * 1000.0;
+    out.ended_by = "deadline";
+    let mut dechunk = ans.head.chunked().then(ChunkedDecoder::default);
     let mut body = Vec::with_capacity(16 * 1024);
     let mut stream_ended = false;
     loop {
@@ -90,14 +123,5 @@ pub async fn listen_stream(
             Ok(Ok(_)) => {}
         }
     }
-    let end = mono(Instant::now().min(deadline));
-    out.ttfa_ms = stream.first_audio_ms.map(|t| t - mono(start));
-    if let Some(p) = stream.player.as_mut() {
-        p.finish(end, stream_ended);
-        out.stalls = p.stalls;
-        out.stall_ms = p.stall_ms;
-    }
-    out.audio_ms = stream.audio_ms;
-    out.fault = stream.fault;
-    out
+    stream_ended
 }

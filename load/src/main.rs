@@ -71,6 +71,11 @@ struct ListenArgs {
     /// the stream with it. A pass lets a crowd behind one address in.
     #[arg(long)]
     pass: bool,
+    /// Other nodes carrying the same space (base URLs, comma separated): a
+    /// listener whose node drops it reconnects to the next one and resumes
+    /// where it was (`?from=SEQ`), as the listener page does.
+    #[arg(long, value_delimiter = ',')]
+    failover: Vec<String>,
     /// Include mergeable histograms in the JSON (used between workers).
     #[arg(long, hide = true)]
     emit_histograms: bool,
@@ -91,6 +96,11 @@ struct Outcome {
     latencies: Vec<f64>,
     /// Wall clock (ms since the Unix epoch) when a 200 answer arrived.
     admitted_at_ms: Option<u64>,
+    /// Reconnections to another node after a drop, and how long each took.
+    failovers: u32,
+    reconnect_ms: Vec<f64>,
+    /// Failovers that did not resume at the seq it needed.
+    seq_gaps: u32,
 }
 
 impl Outcome {
@@ -187,7 +197,30 @@ async fn one_listener(
         return out;
     }
     out.admitted_at_ms = Some(unix_ms());
-    let l = client::listen_stream(ans, start, deadline, epoch).await;
+    let mut l = client::Listened::default();
+    let mut stream = check::StreamCheck::default();
+    stream.reconnected(seq_of(&ans));
+    let mut ended = client::stream_body(ans, &mut stream, deadline, epoch, &mut l).await;
+    // a node that drops the listener: the next one takes it where it was
+    let mut nodes = args.failover.iter().cycle();
+    while !args.failover.is_empty()
+        && matches!(l.ended_by, "server_closed" | "reset")
+        && Instant::now() < deadline
+        && stream.fault.is_none()
+    {
+        let dropped = Instant::now();
+        let Some(ans) = reconnect(&target, &mut nodes, &stream, bind, deadline).await else {
+            break;
+        };
+        out.failovers += 1;
+        out.reconnect_ms
+            .push(dropped.elapsed().as_secs_f64() * 1000.0);
+        if stream.reconnected(seq_of(&ans)).is_some() {
+            out.seq_gaps += 1;
+        }
+        ended = client::stream_body(ans, &mut stream, deadline, epoch, &mut l).await;
+    }
+    client::close(&mut stream, start, deadline, epoch, ended, &mut l);
     out.ttfa_ms = l.ttfa_ms;
     out.fault = l.fault;
     out.stalls = l.stalls;
@@ -197,6 +230,46 @@ async fn one_listener(
     out.ended_by = l.ended_by;
     out.latencies = l.latencies;
     out
+}
+
+/// The first packet's seq a node announced for its stream.
+fn seq_of(ans: &client::Answer) -> Option<u64> {
+    ans.head.header("x-tribune-seq")?.trim().parse().ok()
+}
+
+/// Tries the failover nodes in turn, from the packet the listener needs
+/// next, until one answers 200 or the listener's time is up.
+async fn reconnect(
+    target: &Target,
+    nodes: &mut impl Iterator<Item = &String>,
+    stream: &check::StreamCheck,
+    bind: Option<IpAddr>,
+    deadline: Instant,
+) -> Option<client::Answer> {
+    let path = target
+        .path
+        .split('?')
+        .next()
+        .unwrap_or(&target.path)
+        .to_string();
+    let query = stream
+        .next_packet
+        .map(|seq| format!("?from={seq}"))
+        .unwrap_or_default();
+    while Instant::now() < deadline {
+        let base = nodes.next()?;
+        let Ok(node) = client::parse_url(&format!("{}{path}", base.trim_end_matches('/'))) else {
+            continue;
+        };
+        let by = (Instant::now() + Duration::from_secs(2)).min(deadline);
+        if let Ok(ans) = client::get(&node, &format!("{path}{query}"), bind, None, by).await {
+            if ans.status() == 200 {
+                return Some(ans);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 fn cpu_seconds() -> f64 {
@@ -260,6 +333,9 @@ struct Totals {
     /// 200 answers per 100 ms of wall clock: the rate the server admitted
     /// at, mergeable across worker processes (they share the clock).
     admitted: BTreeMap<u64, u64>,
+    failovers: u64,
+    seq_gaps: u64,
+    reconnect: Histogram<u64>,
 }
 
 /// Width of one admission-rate bucket.
@@ -311,8 +387,16 @@ impl Totals {
             ttfa: new_hist(),
             latency: new_hist(),
             admitted: BTreeMap::new(),
+            failovers: 0,
+            seq_gaps: 0,
+            reconnect: new_hist(),
         };
         for o in outcomes {
+            t.failovers += u64::from(o.failovers);
+            t.seq_gaps += u64::from(o.seq_gaps);
+            for ms in &o.reconnect_ms {
+                let _ = t.reconnect.record(ms.max(0.0) as u64);
+            }
             if let Some(at) = o.admitted_at_ms {
                 *t.admitted.entry(at / ADMIT_BUCKET_MS).or_default() += 1;
             }
@@ -360,6 +444,11 @@ impl Totals {
                 "peak_joins_per_second": self.admission_rate().0,
                 "first_to_last_admitted_seconds": self.admission_rate().1,
             },
+            "failover": {
+                "reconnections": self.failovers,
+                "resumed_with_a_seq_gap": self.seq_gaps,
+                "reconnect_ms": {"p50": pct(&self.reconnect, 0.5), "p99": pct(&self.reconnect, 0.99), "max": pct(&self.reconnect, 1.0)},
+            },
             "bytes": self.bytes,
             "elapsed_seconds": self.elapsed,
             "load_cpu_seconds": self.cpu,
@@ -368,6 +457,7 @@ impl Totals {
             v["histograms"] = json!({
                 "ttfa": hist_to_b64(&self.ttfa),
                 "latency": hist_to_b64(&self.latency),
+                "reconnect": hist_to_b64(&self.reconnect),
                 "admitted": self.admitted.iter().map(|(b, n)| (b.to_string(), *n)).collect::<BTreeMap<_, _>>(),
             });
         }
@@ -416,6 +506,14 @@ impl Totals {
                         .collect()
                 })
                 .unwrap_or_default(),
+            failovers: v["failover"]["reconnections"].as_u64().unwrap_or(0),
+            seq_gaps: v["failover"]["resumed_with_a_seq_gap"]
+                .as_u64()
+                .unwrap_or(0),
+            reconnect: match v["histograms"]["reconnect"].as_str() {
+                Some(h) => hist_from_b64(h)?,
+                None => new_hist(),
+            },
         })
     }
 
@@ -442,6 +540,9 @@ impl Totals {
         for (b, n) in o.admitted {
             *self.admitted.entry(b).or_default() += n;
         }
+        self.failovers += o.failovers;
+        self.seq_gaps += o.seq_gaps;
+        let _ = self.reconnect.add(&o.reconnect);
     }
 
     fn print(&self, url: &str, workers: usize) {
@@ -480,6 +581,15 @@ impl Totals {
             self.faults,
             self.ended
         );
+        if self.failovers > 0 {
+            println!(
+                "  failovers: {} reconnections (p50 {} ms, max {} ms), {} resumed with a seq gap",
+                self.failovers,
+                r["failover"]["reconnect_ms"]["p50"],
+                r["failover"]["reconnect_ms"]["max"],
+                self.seq_gaps
+            );
+        }
         println!(
             "  bytes: {}  elapsed: {:.1} s  load generator CPU: {:.2} s",
             self.bytes, self.elapsed, self.cpu
@@ -527,6 +637,9 @@ fn run_workers(args: &ListenArgs) -> Result<Totals, String> {
         }
         if args.pass {
             cmd.arg("--pass");
+        }
+        if !args.failover.is_empty() {
+            cmd.arg("--failover").arg(args.failover.join(","));
         }
         children.push((
             cmd.spawn()

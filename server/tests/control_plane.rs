@@ -290,3 +290,30 @@ fn the_cli_refuses_bad_arguments_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("flush_ms must be greater than 0"));
 }
+
+#[test]
+fn the_host_is_shown_by_the_name_they_give() {
+    let s = Server::start(&[]);
+    let admin = s.token("admin", None, "1h");
+    let create = |body: &str| {
+        request(
+            s.addr,
+            "POST",
+            "/api/spaces",
+            &[("Authorization", &bearer(&admin))],
+            Some(body),
+        )
+    };
+    let r = create(r#"{"title":"Named","host_name":"  Ada Lovelace "}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(s.info(&id)["host_name"], "Ada Lovelace");
+    assert_eq!(s.info(&id)["created_by"], "admin");
+    let r = create(r#"{"title":"Unnamed"}"#);
+    let unnamed = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(s.info(&unnamed)["host_name"], serde_json::Value::Null);
+    for bad in [r#""""#, r#""\u0007""#, &format!("\"{}\"", "x".repeat(61))] {
+        let r = create(&format!(r#"{{"title":"Bad","host_name":{bad}}}"#));
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+}

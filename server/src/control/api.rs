@@ -2,7 +2,7 @@
 //! recording (with Range) and the node's metrics.
 
 use super::auth::{self, AuthError};
-use super::spaces::{App, SpaceEntry};
+use super::spaces::{App, NewSpace, SpaceEntry};
 use super::{
     bearer, entry_or_404, ignore_unknown_range, origin_only, readable_entry, reader_claims,
     space_json, ApiError, ApiResult, Shared,
@@ -75,6 +75,8 @@ struct CreateSpace {
     /// Only listeners with a token for the space may listen.
     #[serde(default)]
     private: bool,
+    /// The name people see for the host (1 to 60 characters).
+    host_name: Option<String>,
 }
 
 async fn create_space(
@@ -106,8 +108,28 @@ async fn create_space(
             "title must not contain control characters (line breaks, tabs, NUL)",
         ));
     }
+    let host_name = match req
+        .host_name
+        .as_deref()
+        .map(tribune_core::stage::clean_name)
+    {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "host_name must be 1 to 60 characters, without control characters",
+            ))
+        }
+    };
     let row = app
-        .create(title, req.scheduled_at, req.private, &claims.sub)
+        .create(NewSpace {
+            title,
+            scheduled_at: req.scheduled_at,
+            private: req.private,
+            created_by: &claims.sub,
+            host_name: host_name.as_deref(),
+        })
         .await?;
     let entry = SpaceEntry { row, live: None };
     let mut body = space_json(&app, &entry);

@@ -197,6 +197,7 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
         "listeners_here": here,
         "state": e.row.state,
         "created_by": e.row.created_by,
+        "host_name": e.row.host_name,
         "created_at": e.row.created_at,
         "scheduled_at": e.row.scheduled_at,
         "started_at": e.row.started_at,

@@ -72,6 +72,16 @@ pub enum AppError {
     Recording(#[from] std::io::Error),
 }
 
+/// What a new space is made of.
+pub struct NewSpace<'a> {
+    pub title: &'a str,
+    pub scheduled_at: Option<u64>,
+    pub private: bool,
+    pub created_by: &'a str,
+    /// The name people see for the host (else their token's identity).
+    pub host_name: Option<&'a str>,
+}
+
 /// What a node is made of, before its spaces are loaded.
 pub struct Parts {
     pub cfg: Config,
@@ -128,6 +138,7 @@ impl App {
                     store.update(&row).await?;
                 } else {
                     let stage = StageHub::new(hub.clone(), rtc.clone(), &cfg.data);
+                    stage.name_host(&row.created_by, row.host_name.as_deref());
                     live = Some(OnAir {
                         space: hub,
                         stage: Some(stage),
@@ -269,13 +280,14 @@ impl App {
         all
     }
 
-    pub async fn create(
-        &self,
-        title: &str,
-        scheduled_at: Option<u64>,
-        private: bool,
-        created_by: &str,
-    ) -> Result<SpaceRow, AppError> {
+    pub async fn create(&self, new: NewSpace<'_>) -> Result<SpaceRow, AppError> {
+        let NewSpace {
+            title,
+            scheduled_at,
+            private,
+            created_by,
+            host_name,
+        } = new;
         let row = SpaceRow {
             id: new_space_id(),
             title: title.to_string(),
@@ -289,6 +301,7 @@ impl App {
             private,
             packets: 0,
             duration_ms: 0,
+            host_name: host_name.map(str::to_string),
         };
         self.store.insert(&row).await?;
         self.spaces
@@ -349,6 +362,7 @@ impl App {
                     }
                 };
                 let stage = StageHub::new(space.clone(), self.rtc.clone(), &self.cfg.data);
+                stage.name_host(&entry.row.created_by, entry.row.host_name.as_deref());
                 entry.live = Some(OnAir {
                     space,
                     stage: Some(stage),
@@ -404,5 +418,6 @@ fn row_from_json(id: &str, v: &serde_json::Value) -> Option<SpaceRow> {
         private: v["private"].as_bool().unwrap_or(false),
         packets: u("packets").unwrap_or(0),
         duration_ms: u("duration_ms").unwrap_or(0),
+        host_name: v["host_name"].as_str().map(str::to_string),
     })
 }

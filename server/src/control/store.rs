@@ -27,6 +27,8 @@ pub struct SpaceRow {
     /// Packets and audio duration of the program, recorded when it ends.
     pub packets: u64,
     pub duration_ms: u64,
+    /// The name people see for the host.
+    pub host_name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -85,8 +87,8 @@ impl Store {
 
     pub async fn insert(&self, s: &SpaceRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO spaces (id, title, state, created_by, created_at, scheduled_at, started_at, ended_at, peak_listeners, private) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO spaces (id, title, state, created_by, created_at, scheduled_at, started_at, ended_at, peak_listeners, private, host_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.title)
@@ -98,6 +100,7 @@ impl Store {
         .bind(from_u64(s.ended_at))
         .bind(int(s.peak_listeners))
         .bind(i64::from(s.private))
+        .bind(s.host_name.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -123,7 +126,7 @@ impl Store {
     pub async fn all(&self) -> Result<Vec<SpaceRow>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, title, state, created_by, created_at, scheduled_at, started_at, ended_at, \
-             peak_listeners, private, packets, duration_ms FROM spaces ORDER BY created_at",
+             peak_listeners, private, packets, duration_ms, host_name FROM spaces ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -144,6 +147,7 @@ impl Store {
                     private: r.try_get::<i64, _>("private")? != 0,
                     packets: to_u64(r.try_get("packets")?).unwrap_or(0),
                     duration_ms: to_u64(r.try_get("duration_ms")?).unwrap_or(0),
+                    host_name: r.try_get("host_name")?,
                 })
             })
             .collect()

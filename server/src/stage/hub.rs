@@ -58,6 +58,13 @@ impl StageHub {
         })
     }
 
+    /// The host (`identity`) is shown as `name`, when one was given.
+    pub fn name_host(&self, identity: &str, name: Option<&str>) {
+        if let Some(name) = name {
+            let _ = self.lock().name(identity, name);
+        }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Stage> {
         self.roster.lock()
     }
