@@ -154,6 +154,12 @@ impl Program {
             return (out, true);
         }
         let position = self.track.position();
+        // a group this program already made (an upstream that restarted
+        // from its recording, a little behind what it had relayed): the
+        // listeners have that part of the track already
+        if g.index < position.next_group && position.next_group > 0 {
+            return (out, true);
+        }
         let continuous = g.index == position.next_group
             && g.first_seq() == Some(position.next_seq)
             && g.start_granule == position.granule;
@@ -303,6 +309,9 @@ mod tests {
         let mut gapped = Program::new(4, "Same", 4800);
         gapped.push_group(groups[0].clone());
         assert!(!gapped.push_group(groups[2].clone()).1);
+        // one it already made is not made twice
+        let (out, _) = gapped.push_group(groups[1].clone());
+        assert!(out.publish.is_empty() && out.groups.is_empty());
     }
 
     #[test]

@@ -17,7 +17,8 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 
 pub struct RelayOut {
     live: Arc<LiveSpace>,
-    next_group: u64,
+    /// `None`: from the first group this node gets (it had none yet).
+    next_group: Option<u64>,
     /// The seq the downstream expects next.
     next_seq: u64,
     epoch_sent: Option<u64>,
@@ -36,13 +37,15 @@ impl RelayOut {
         let (next_group, next_seq) = {
             let history = live.history();
             match from.map(|seq| (seq, history.find(seq))) {
+                // everything held; a node that holds nothing yet starts
+                // with the first group it gets
                 None => history
                     .since(0)
                     .next()
-                    .map_or((history.next_group(), history.next_seq()), |g| {
-                        (g.index, g.first_seq().unwrap_or(0))
+                    .map_or((None, history.next_seq()), |g| {
+                        (Some(g.index), g.first_seq().unwrap_or(0))
                     }),
-                Some((seq, GroupAt::Held(g) | GroupAt::Ahead(g))) => (g, seq),
+                Some((seq, GroupAt::Held(g) | GroupAt::Ahead(g))) => (Some(g), seq),
                 Some((seq, GroupAt::Gone { oldest, oldest_seq })) => {
                     encode(
                         &Frame::Gap {
@@ -51,7 +54,7 @@ impl RelayOut {
                         },
                         &mut first,
                     );
-                    (oldest, oldest_seq)
+                    (Some(oldest), oldest_seq)
                 }
             }
         };
@@ -110,11 +113,11 @@ impl RelayOut {
         let mut ended = false;
         {
             let history = self.live.history();
-            let mut groups = history.since(self.next_group).peekable();
+            let mut groups = history.since(self.next_group.unwrap_or(0)).peekable();
             // a downstream too slow for the history: what it missed is a gap
             if let Some(first_seq) = groups
                 .peek()
-                .filter(|g| g.index > self.next_group)
+                .filter(|g| self.next_group.is_some_and(|next| g.index > next))
                 .and_then(|g| g.first_seq())
             {
                 encode(
@@ -127,7 +130,7 @@ impl RelayOut {
             }
             for g in groups {
                 encode(&Frame::Group((**g).clone()), out);
-                self.next_group = g.index + 1;
+                self.next_group = Some(g.index + 1);
                 self.next_seq = g.packets.last().map_or(self.next_seq, |p| p.seq + 1);
                 ended |= g.last;
             }

@@ -14,9 +14,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn wait_for_port(port: u16, what: &str) {
+fn wait_for_port(ip: &str, port: u16, what: &str) {
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect((ip, port)).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "{what} did not start on port {port}"
@@ -25,18 +25,39 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// A command run in network namespace `ns` (or here).
+fn in_ns(ns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    ip: String,
+    ns: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_at(None, "127.0.0.1", free_port())
+    }
+
+    /// In network namespace `ns`, on `ip:port`.
+    pub fn start_at(ns: Option<&str>, ip: &str, port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port,
+            ip: ip.to_string(),
+            ns: ns.map(str::to_string),
             dir,
         };
         r.restart();
@@ -44,7 +65,7 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://{}:{}/", self.ip, self.port)
     }
 
     /// Starts it (again) on the same port.
@@ -56,16 +77,24 @@ impl Redis {
                 .is_ok(),
             "redis-server is not installed: run ./scripts/test.sh, which installs it"
         );
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+        let child = in_ns(self.ns.as_deref(), "redis-server")
+            .args(["--bind", &self.ip, "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server");
         self.child = Some(child);
-        wait_for_port(self.port, "redis-server");
+        wait_for_port(&self.ip, self.port, "redis-server");
     }
 
     pub fn kill(&mut self) {
@@ -84,14 +113,16 @@ impl Drop for Redis {
 
 pub struct Postgres {
     pub port: u16,
+    ip: String,
+    ns: Option<String>,
     dir: PathBuf,
     bin: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user (initdb refuses root).
-fn as_postgres(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
+fn as_postgres(ns: Option<&str>, bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
+    in_ns(ns, "runuser")
         .args(["-u", "postgres", "--"])
         .arg(bin.join(tool))
         .args(args)
@@ -101,6 +132,11 @@ fn as_postgres(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_at(None, "127.0.0.1", free_port())
+    }
+
+    /// In network namespace `ns`, on `ip:port`.
+    pub fn start_at(ns: Option<&str>, ip: &str, port: u16) -> Postgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL is not installed: run ./scripts/test.sh, which installs it")
             .flatten()
@@ -118,6 +154,7 @@ impl Postgres {
         assert!(chown.success());
         let dir_s = dir.to_str().unwrap().to_string();
         let out = as_postgres(
+            None,
             &bin,
             "initdb",
             &["-D", &dir_s, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
@@ -127,8 +164,15 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // the test fleet's nodes connect from their own addresses
+        let hba = dir.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).unwrap_or_default();
+        rules.push_str("\nhost all all 0.0.0.0/0 trust\n");
+        std::fs::write(&hba, rules).unwrap();
         let pg = Postgres {
-            port: free_port(),
+            port,
+            ip: ip.to_string(),
+            ns: ns.map(str::to_string),
             dir,
             bin,
             _tmp: tmp,
@@ -138,15 +182,16 @@ impl Postgres {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres@{}:{}/postgres", self.ip, self.port)
     }
 
     /// Starts the server (again).
     pub fn resume(&self) {
         let dir = self.dir.to_str().unwrap();
-        let opts = format!("-p {} -k {} -h 127.0.0.1", self.port, dir);
+        let opts = format!("-p {} -k {} -h {}", self.port, dir, self.ip);
         let log = format!("{dir}/log");
         let out = as_postgres(
+            self.ns.as_deref(),
             &self.bin,
             "pg_ctl",
             &["-D", dir, "-o", &opts, "-l", &log, "-w", "start"],
@@ -156,13 +201,14 @@ impl Postgres {
             "pg_ctl start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        wait_for_port(self.port, "postgres");
+        wait_for_port(&self.ip, self.port, "postgres");
     }
 
     /// Stops it (fast: open transactions are rolled back).
     pub fn stop(&self) {
         let dir = self.dir.to_str().unwrap();
         let _ = as_postgres(
+            self.ns.as_deref(),
             &self.bin,
             "pg_ctl",
             &["-D", dir, "-m", "fast", "-w", "stop"],
