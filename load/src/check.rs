@@ -60,18 +60,26 @@ enum Play {
 #[derive(Debug)]
 pub struct Player {
     state: Play,
+    buffer_ms: f64,
     media_ms: f64,
     pub stalls: u32,
     pub stall_ms: f64,
 }
 
 impl Player {
+    #[cfg(test)]
     pub fn new(now_ms: f64) -> Self {
+        Player::with_buffer(now_ms, PLAYER_BUFFER_MS)
+    }
+
+    /// A player that buffers `buffer_ms` before it starts (and restarts).
+    pub fn with_buffer(now_ms: f64, buffer_ms: f64) -> Self {
         Player {
             state: Play::Buffering {
                 since_ms: now_ms,
                 played_ms: 0.0,
             },
+            buffer_ms,
             media_ms: 0.0,
             stalls: 0,
             stall_ms: 0.0,
@@ -106,7 +114,7 @@ impl Player {
             played_ms,
         } = self.state
         {
-            if self.media_ms - played_ms >= PLAYER_BUFFER_MS {
+            if self.media_ms - played_ms >= self.buffer_ms {
                 if self.stalls > 0 {
                     self.stall_ms += now_ms - since_ms;
                 }
@@ -151,9 +159,19 @@ pub struct StreamCheck {
     /// Seq of the next packet (from the server's `X-Tribune-Seq`, counted
     /// on): where a reconnection resumes with `?from=`.
     pub next_packet: Option<u64>,
+    /// The player's buffer (0: the default, 1 s).
+    pub player_buffer_ms: f64,
 }
 
 impl StreamCheck {
+    /// A check whose player holds `buffer_ms` before it starts.
+    pub fn with_player_buffer(buffer_ms: f64) -> StreamCheck {
+        StreamCheck {
+            player_buffer_ms: buffer_ms,
+            ..Default::default()
+        }
+    }
+
     /// A new connection (a failover) starts here, at packet `first_seq`
     /// when the server said. The stream goes on: page numbers and granules
     /// must continue where the last connection left them. Returns the
@@ -275,8 +293,13 @@ impl StreamCheck {
         self.audio_pages += 1;
         self.audio_ms += ms;
         let first = *self.first_audio_ms.get_or_insert(now_ms);
+        let buffer = if self.player_buffer_ms > 0.0 {
+            self.player_buffer_ms
+        } else {
+            PLAYER_BUFFER_MS
+        };
         self.player
-            .get_or_insert_with(|| Player::new(now_ms))
+            .get_or_insert_with(|| Player::with_buffer(now_ms, buffer))
             .on_audio(ms, now_ms);
         if let Some(epoch) = self.epoch_ms {
             if now_ms - first >= LATENCY_AFTER_MS {

@@ -76,6 +76,10 @@ struct ListenArgs {
     /// where it was (`?from=SEQ`), as the listener page does.
     #[arg(long, value_delimiter = ',')]
     failover: Vec<String>,
+    /// Audio the modelled player holds before it starts, and again after
+    /// a stall (ms).
+    #[arg(long, default_value_t = 1000.0)]
+    player_buffer_ms: f64,
     /// Include mergeable histograms in the JSON (used between workers).
     #[arg(long, hide = true)]
     emit_histograms: bool,
@@ -198,7 +202,7 @@ async fn one_listener(
     }
     out.admitted_at_ms = Some(unix_ms());
     let mut l = client::Listened::default();
-    let mut stream = check::StreamCheck::default();
+    let mut stream = check::StreamCheck::with_player_buffer(args.player_buffer_ms);
     stream.reconnected(seq_of(&ans));
     let mut ended = client::stream_body(ans, &mut stream, deadline, epoch, &mut l).await;
     // a node that drops the listener: the next one takes it where it was
@@ -641,6 +645,8 @@ fn run_workers(args: &ListenArgs) -> Result<Totals, String> {
         if !args.failover.is_empty() {
             cmd.arg("--failover").arg(args.failover.join(","));
         }
+        cmd.arg("--player-buffer-ms")
+            .arg(args.player_buffer_ms.to_string());
         children.push((
             cmd.spawn()
                 .map_err(|e| format!("cannot start worker: {e}"))?,
