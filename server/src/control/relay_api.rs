@@ -70,13 +70,18 @@ async fn relay(
     };
     let (out, first) = RelayOut::new(live, q.from);
     metrics::counter!("tribune_relays_total", "space" => id.clone()).increment(1);
+    let sent = metrics::counter!("tribune_relay_bytes_total", "space" => id.clone());
     tracing::info!(space = %id, from = ?q.from, "relay out");
-    let stream = futures_util::stream::unfold((out, Some(first)), |(mut out, first)| async move {
-        if let Some(first) = first.filter(|f| !f.is_empty()) {
-            return Some((Ok::<_, std::io::Error>(first.freeze()), (out, None)));
+    let stream = futures_util::stream::unfold((out, Some(first)), move |(mut out, first)| {
+        let sent = sent.clone();
+        async move {
+            let bytes = match first.filter(|f| !f.is_empty()) {
+                Some(first) => first.freeze(),
+                None => out.next_bytes().await?,
+            };
+            sent.increment(bytes.len() as u64);
+            Some((Ok::<_, std::io::Error>(bytes), (out, None)))
         }
-        let bytes = out.next_bytes().await?;
-        Some((Ok(bytes), (out, None)))
     });
     Ok((
         StatusCode::OK,
