@@ -4,6 +4,7 @@
 
 use crate::admission::{subnet_of, Subnet};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// At most this many people on stage at once (host and co-hosts included).
@@ -259,11 +260,17 @@ impl Stage {
             return Err(StageError::TooManyFromYou);
         }
         if self.pending().count() >= MAX_PENDING_REQUESTS {
+            // counted once: a count per request made each request at a
+            // full queue quadratic (found by fuzzing, fuzz/fuzz_targets/stage_json.rs)
+            let mut per_net: HashMap<Subnet, usize> = HashMap::new();
+            for r in self.pending() {
+                *per_net.entry(subnet_of(r.from)).or_default() += 1;
+            }
             let busiest = self
                 .pending()
                 .map(|r| subnet_of(r.from))
-                .max_by_key(|&n| self.pending_from(n))
-                .filter(|&n| self.pending_from(n) > from_net + 1)
+                .max_by_key(|n| per_net.get(n).copied().unwrap_or(0))
+                .filter(|n| per_net.get(n).copied().unwrap_or(0) > from_net + 1)
                 .ok_or(StageError::QueueFull)?;
             let newest = self
                 .requests
@@ -555,6 +562,32 @@ mod tests {
             s.request("f-more", "bot", more, 1),
             Err(StageError::TooManyFromYou)
         );
+    }
+
+    #[test]
+    fn a_full_queue_takes_a_long_flood_from_many_networks() {
+        // fuzzing (fuzz/fuzz_targets/stage_json.rs) ran at 5 inputs/s: each
+        // request at a full queue counted every network's requests once per
+        // request. A flood from ever new networks keeps the queue full,
+        // fair, and (now) cheap.
+        let mut s = Stage::default();
+        for i in 0..MAX_PENDING_REQUESTS {
+            let from = IpAddr::from([10, 0, (i / 20) as u8, (i % 20) as u8]);
+            s.request(&format!("f{i}"), "bot", from, 0).unwrap();
+        }
+        for i in 0..1_000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            let from = IpAddr::from([11, a, b, 1]);
+            let _ = s.request(&format!("g{i}"), "bot", from, 1);
+            assert_eq!(s.pending().count(), MAX_PENDING_REQUESTS);
+        }
+        let mut per_net: HashMap<Subnet, usize> = HashMap::new();
+        for r in s.pending() {
+            *per_net.entry(subnet_of(r.from)).or_default() += 1;
+        }
+        // each newcomer took a place from the busiest network until every
+        // network held one
+        assert!(per_net.values().all(|&n| n == 1), "{per_net:?}");
     }
 
     #[test]
