@@ -12,7 +12,8 @@
 #               ASan halves the speed; overflow checks and debug assertions
 #               are on either way)
 #
-# Seeds come from fuzz/corpus/<target>/ (committed, see fuzz/seeds.py); what
+# Seeds come from fuzz/corpus/<target>/ (committed, see fuzz/seeds.py), with
+# fuzz/dict/<target>.dict as a libFuzzer dictionary where there is one; what
 # the fuzzer adds goes to fuzz/work/<target>/ and is reused by the next run.
 # Crashes land in fuzz/artifacts/<target>/; reproduce one with
 #   cargo +nightly fuzz run -s none TARGET fuzz/artifacts/TARGET/crash-...
@@ -63,8 +64,10 @@ run_one() {
   before=$(ls "fuzz/artifacts/$t" | wc -l)
   # -timeout: an input taking 10 s is a hang; -rss_limit_mb: a leak or a
   # blow-up is a finding too
+  local dict=()
+  [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   cargo +nightly fuzz run -s "$sanitizer" "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    ${dict[@]+"${dict[@]}"} -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" >"$logs/$t.log" 2>&1 || true
   local after
   after=$(ls "fuzz/artifacts/$t" | wc -l)
