@@ -51,13 +51,16 @@ impl Pacer {
         let Some(anchor) = self.anchor_ms else {
             return 0;
         };
-        let elapsed = now_ms.saturating_sub(anchor) as i64;
-        (self.media / SAMPLES_PER_MS) as i64 - elapsed
+        let elapsed = i64::try_from(now_ms.saturating_sub(anchor)).unwrap_or(i64::MAX);
+        let media = i64::try_from(self.media / SAMPLES_PER_MS).unwrap_or(i64::MAX);
+        media.saturating_sub(elapsed)
     }
 
     /// A packet of `samples` arrives at `now_ms`. Returns 0 when it may be
     /// accepted now (and accounts it), or the milliseconds to wait before
     /// asking again (nothing is accounted).
+    ///
+    /// Any times and durations are taken (saturating, never overflowing).
     pub fn admit(&mut self, now_ms: u64, samples: u64) -> u64 {
         let anchor = *self.anchor_ms.get_or_insert(now_ms);
         let elapsed = now_ms.saturating_sub(anchor).saturating_mul(SAMPLES_PER_MS);
@@ -76,7 +79,7 @@ impl Pacer {
         if end > allowed {
             // the time at which `end` is allowed, at the drifting rate
             let early = end - allowed;
-            return (early * DRIFT_DIVISOR / (DRIFT_DIVISOR + 1))
+            return (early.saturating_mul(DRIFT_DIVISOR) / (DRIFT_DIVISOR + 1))
                 .div_ceil(SAMPLES_PER_MS)
                 .max(1);
         }
@@ -123,6 +126,26 @@ mod tests {
         }
         assert!(p.media_samples() <= (60_000 + 600 + 2_000 + 20) * 48);
         assert!(p.lead_ms(now) <= 2_000 + 600);
+    }
+
+    #[test]
+    fn any_clock_and_duration_saturate_instead_of_overflowing() {
+        // found by fuzzing (fuzz/fuzz_targets/pace.rs): a clock that jumps
+        // back after a time far in the future, and a huge duration,
+        // overflowed the sample arithmetic
+        let mut p = Pacer::new(2_000, 5_000);
+        assert_eq!(p.admit(1 << 62, FRAME), 0);
+        let wait = p.admit(3, u64::MAX);
+        assert!(wait > 0 && wait <= u64::MAX.div_ceil(48), "{wait}");
+        assert_eq!(p.media_samples(), FRAME);
+        // elapsed time beyond u64::MAX / 48 ms
+        let mut p = Pacer::new(2_000, 5_000);
+        assert_eq!(p.admit(0, FRAME), 0);
+        assert_eq!(p.admit(u64::MAX, FRAME), 0);
+        assert!(p.lead_ms(u64::MAX) <= 2_000);
+        let mut p = Pacer::new(u64::MAX, u64::MAX);
+        assert_eq!(p.admit(0, u64::MAX), 0);
+        assert!(p.lead_ms(u64::MAX) < 0, "behind, not ahead");
     }
 
     #[test]

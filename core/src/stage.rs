@@ -4,6 +4,7 @@
 
 use crate::admission::{subnet_of, Subnet};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// At most this many people on stage at once (host and co-hosts included).
@@ -114,11 +115,14 @@ pub struct Stage {
 
 /// Display names are shown to everyone: trimmed, bounded, no control characters.
 pub fn clean_name(name: &str) -> Result<String, StageError> {
-    let name: String = name.trim().chars().filter(|c| !c.is_control()).collect();
+    // trimmed after the control characters go, or what they hid would stay:
+    // "\u{11} Dave" gave " Dave", and "\u{7} \u{7}" a blank name
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > 60 {
         return Err(StageError::BadName);
     }
-    Ok(name)
+    Ok(name.to_string())
 }
 
 impl Stage {
@@ -272,11 +276,17 @@ impl Stage {
             return Err(StageError::TooManyFromYou);
         }
         if self.pending().count() >= MAX_PENDING_REQUESTS {
+            // counted once: a count per request made each request at a
+            // full queue quadratic (found by fuzzing, fuzz/fuzz_targets/stage_json.rs)
+            let mut per_net: HashMap<Subnet, usize> = HashMap::new();
+            for r in self.pending() {
+                *per_net.entry(subnet_of(r.from)).or_default() += 1;
+            }
             let busiest = self
                 .pending()
                 .map(|r| subnet_of(r.from))
-                .max_by_key(|&n| self.pending_from(n))
-                .filter(|&n| self.pending_from(n) > from_net + 1)
+                .max_by_key(|n| per_net.get(n).copied().unwrap_or(0))
+                .filter(|n| per_net.get(n).copied().unwrap_or(0) > from_net + 1)
                 .ok_or(StageError::QueueFull)?;
             let newest = self
                 .requests
@@ -571,6 +581,51 @@ mod tests {
             s.request("f-more", "bot", more, 1),
             Err(StageError::TooManyFromYou)
         );
+    }
+
+    #[test]
+    fn names_are_trimmed_after_control_characters_go() {
+        // found by fuzzing (fuzz/fuzz_targets/stage_json.rs): a control
+        // character before a space kept the space in the shown name
+        assert_eq!(clean_name("\u{11} \"Dave\"}\u{4}"), Ok("\"Dave\"}".into()));
+        assert_eq!(clean_name("\u{7} \u{7}"), Err(StageError::BadName));
+        assert_eq!(clean_name(" Ada\tLovelace\u{0} "), Ok("AdaLovelace".into()));
+        for raw in ["\u{11} x \u{1b}", "\t y\n", "\u{85}z\u{a0}", "é\u{0} "] {
+            let once = clean_name(raw).unwrap();
+            assert_eq!(once, once.trim());
+            assert_eq!(clean_name(&once), Ok(once.clone()), "{raw:?}");
+        }
+        let mut s = Stage::default();
+        assert_eq!(
+            s.request("r", "\u{7} \u{7}", ip(1), 0),
+            Err(StageError::BadName)
+        );
+    }
+
+    #[test]
+    fn a_full_queue_takes_a_long_flood_from_many_networks() {
+        // fuzzing (fuzz/fuzz_targets/stage_json.rs) ran at 5 inputs/s: each
+        // request at a full queue counted every network's requests once per
+        // request. A flood from ever new networks keeps the queue full,
+        // fair, and (now) cheap.
+        let mut s = Stage::default();
+        for i in 0..MAX_PENDING_REQUESTS {
+            let from = IpAddr::from([10, 0, (i / 20) as u8, (i % 20) as u8]);
+            s.request(&format!("f{i}"), "bot", from, 0).unwrap();
+        }
+        for i in 0..600u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            let from = IpAddr::from([11, a, b, 1]);
+            let _ = s.request(&format!("g{i}"), "bot", from, 1);
+            assert_eq!(s.pending().count(), MAX_PENDING_REQUESTS);
+        }
+        let mut per_net: HashMap<Subnet, usize> = HashMap::new();
+        for r in s.pending() {
+            *per_net.entry(subnet_of(r.from)).or_default() += 1;
+        }
+        // each newcomer took a place from the busiest network until every
+        // network held one
+        assert!(per_net.values().all(|&n| n == 1), "{per_net:?}");
     }
 
     #[test]
