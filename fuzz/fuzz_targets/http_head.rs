@@ -5,8 +5,8 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tribune_fuzz::pieces;
-use tribune_server::auth::token_from_header;
-use tribune_server::http::{BodyFraming, RequestHead};
+use tribune_server::control::auth::token_from_header;
+use tribune_media::http1::{BodyFraming, RequestHead};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, wire)) = data.split_first() else {
@@ -36,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = head.wants_html();
     let _ = head.header("expect");
     if let Ok(token) = token_from_header(head.header("authorization")) {
-        let _ = tribune_core::token::verify(&token, b"0123456789abcdef0123456789abcdef", 0);
+        let verifier = tribune_core::token::Verifier::default()
+            .with_legacy_secret(b"0123456789abcdef0123456789abcdef");
+        let _ = tribune_core::token::verify(&token, &verifier, 0);
     }
     let encodings: Vec<&str> = head.header_all("transfer-encoding").collect();
     let lengths: Vec<&str> = head.header_all("content-length").collect();

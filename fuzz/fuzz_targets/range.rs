@@ -8,7 +8,7 @@ use http::HeaderValue;
 use http_range_header::{parse_range_header, RangeUnsatisfiableError};
 use libfuzzer_sys::fuzz_target;
 use tribune_fuzz::Reader;
-use tribune_server::api::ignore_unknown_range;
+use tribune_server::control::ignore_unknown_range;
 
 fuzz_target!(|data: &[u8]| {
     let mut r = Reader::new(data);

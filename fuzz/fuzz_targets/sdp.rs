@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use str0m::change::{SdpAnswer, SdpOffer};
-use tribune_server::rtc::RtcHub;
+use tribune_server::stage::RtcHub;
 
 /// The hub is only bound once (a UDP socket on loopback); `answer` itself
 /// neither sends nor needs the runtime to run.

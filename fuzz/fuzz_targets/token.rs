@@ -1,7 +1,8 @@
-//! Access tokens and waiting-room tickets: HS256 JWTs from query strings
-//! and Authorization headers. Raw strings, tokens built from fuzz bytes and
-//! correctly signed with the node's secret (so the claims parser is
-//! reached), and round trips of what the node itself signs.
+//! Access tokens and waiting-room tickets from query strings and
+//! Authorization headers. Raw strings; HS256 tokens built from fuzz bytes
+//! and correctly signed with the node's secret (the legacy path, so the
+//! claims parser is reached); and round trips of what the origin signs
+//! (EdDSA) and the node's tickets (HS256).
 #![no_main]
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -9,12 +10,29 @@ use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 use tribune_core::admission::Ticket;
+use std::sync::OnceLock;
 use tribune_core::token::{
-    sign, sign_ticket, verify, verify_ticket, Claims, Role, TokenError, ISSUER,
+    sign, sign_ticket, verify, verify_ticket, Claims, Role, Signer, TokenError, Verifier, ISSUER,
 };
 use tribune_fuzz::Reader;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// The origin's signing key, made once per run.
+fn signer() -> &'static Signer {
+    static SIGNER: OnceLock<Signer> = OnceLock::new();
+    SIGNER.get_or_init(|| {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng).expect("a key");
+        Signer::from_pkcs8(der.as_ref()).expect("a signer")
+    })
+}
+
+/// What the origin verifies with: its key, and the legacy secret.
+fn verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(|| Verifier::of(signer()).with_legacy_secret(SECRET))
+}
 
 fn jwt(header: &[u8], payload: &[u8], key: &[u8]) -> String {
     let signed = format!("{}.{}", B64.encode(header), B64.encode(payload));
@@ -26,7 +44,7 @@ fn jwt(header: &[u8], payload: &[u8], key: &[u8]) -> String {
 
 /// Checks what any accepted token must satisfy.
 fn check(token: &str, now: u64, boot: u64) -> (bool, bool) {
-    let claims = verify(token, SECRET, now);
+    let claims = verify(token, verifier(), now);
     if let Ok(c) = &claims {
         assert_eq!(c.iss, ISSUER);
         assert!(c.exp > now);
@@ -36,7 +54,7 @@ fn check(token: &str, now: u64, boot: u64) -> (bool, bool) {
 }
 
 fn role(b: u8) -> Role {
-    [Role::Listener, Role::Speaker, Role::Host, Role::Admin][(b % 4) as usize]
+    [Role::Listener, Role::Node, Role::Speaker, Role::Host, Role::Admin][(b % 5) as usize]
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -71,8 +89,8 @@ fuzz_target!(|data: &[u8]| {
                 .then(|| String::from_utf8_lossy(r.short()).into_owned());
             let role = role(r.u8());
             let claims = Claims::new(&sub, role, space.as_deref(), r.u64(), r.u64());
-            let token = sign(&claims, SECRET).expect("signing never fails");
-            match verify(&token, SECRET, now) {
+            let token = sign(&claims, signer()).expect("signing never fails");
+            match verify(&token, verifier(), now) {
                 Ok(c) => {
                     assert_eq!(c, claims);
                     assert!(claims.exp > now);
@@ -101,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => assert!(exp <= now || signed_boot != boot),
             }
             // a ticket is not an access token, nor the other way round
-            assert!(verify(&t, SECRET, now).is_err());
+            assert!(verify(&t, verifier(), now).is_err());
         }
     }
 });
