@@ -1387,15 +1387,36 @@ async function listenerPage(id) {
   function hooks() {
     return {
       onchange: () => renderPlayer(),
-      onfirst: () => renderPlayer(),
+      onfirst: () => { nodeTries = 0; renderPlayer(); },
       onclose: (kind, status) => {
         if (mode !== "live" || speaking || !player.src) return;
         renderPlayer();
         clearTimeout(retryTimer);
+        // its node went away: another node of the fleet takes the page where it was
+        if (kind === "network" && failover()) return;
         retryTimer = setTimeout(() => admit(null), kind === "end" ? 500 : 2000);
         void status;
       },
     };
+  }
+  /**
+   * Resumes on another node carrying the space (the fleet's nodes, from the
+   * space JSON) at the packet this page needs next: `live.opus?from=SEQ`
+   * gives the same pages on every node. False when there is no other node
+   * to try, or the player does not know its seq.
+   */
+  let nodeTries = 0;
+  function failover() {
+    const here = player.src ? new URL(player.src, location.href).origin : location.origin;
+    const nodes = (space.nodes || []).filter((u) => u !== here);
+    const next = player.stats().nextSeq;
+    if (!nodes.length || next == null || nodeTries >= 2 * nodes.length) return false;
+    const base = nodes[nodeTries++ % nodes.length];
+    let url = `${base}/spaces/${encodeURIComponent(id)}/live.opus?from=${next}`;
+    if (listenToken) url += "&token=" + encodeURIComponent(listenToken);
+    playerUI("Reconnecting…", "Joining another server where you left off.", false);
+    player.start(url);
+    return true;
   }
   function playerUI(status, sub, canPlay = true) {
     let ui = $("#player");

@@ -191,9 +191,20 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
         (Some(_), Some((total, fleet_peak))) => (total.max(here), fleet_peak.max(peak)),
         _ => (listeners, peak),
     };
+    // where else a listener can resume this space (a node that goes away)
+    let nodes: Vec<String> = match (&e.live, &app.fleet) {
+        (Some(_), Some(fleet)) => {
+            let mut nodes = fleet.nodes().unwrap_or_default();
+            nodes.retain(|n| n.healthy);
+            nodes.sort_by_key(|n| std::cmp::Reverse(n.room()));
+            nodes.into_iter().map(|n| n.url).collect()
+        }
+        _ => Vec::new(),
+    };
     json!({
         "id": id,
         "title": e.row.title,
+        "nodes": nodes,
         "listeners_here": here,
         "state": e.row.state,
         "created_by": e.row.created_by,
