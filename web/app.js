@@ -1030,7 +1030,7 @@ class WebAudioPlayer {
     this.hooks = hooks; this.engine = "webaudio";
     this.state = "idle"; this.src = ""; this.ctx = null; this.node = null; this.output = null;
     this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
-    this.gen = 0; this.paused = false; this.stallLog = [];
+    this.gen = 0; this.paused = false; this.stallLog = []; this.resumes = 0; this.seqGap = 0;
   }
   /** The AudioContext and worklet, made ahead of the stream (they take a moment). */
   prepare() {
@@ -1099,10 +1099,46 @@ class WebAudioPlayer {
     this.seq = seqCounter(res.headers.get("X-Tribune-Seq"));
     this.read(res.body.getReader(), gen);
   }
-  async read(reader, gen) {
+  /**
+   * The stream broke without the program's last page (its node went away):
+   * when hooks.resumeAt(seq) names another node's URL for the packet this
+   * page needs next, the stream goes on from there while the worklet plays
+   * what it holds, so nothing is heard twice and, while that node's ring
+   * still has it, nothing is missed. False when there is nowhere to go.
+   */
+  resumeElsewhere(gen) {
+    const want = this.seq ? this.seq.next : null;
+    const url = want != null && this.hooks.resumeAt ? this.hooks.resumeAt(want) : null;
+    if (!url) return false;
+    this.resumes += 1;
+    this.follow(url, want, gen);
+    return true;
+  }
+  async follow(url, want, gen) {
+    this.src = url;
+    const abort = new AbortController();
+    this.abort = abort;
+    let res;
+    try { res = await fetch(url, { cache: "no-store", signal: abort.signal }); } catch (e) {
+      if (gen === this.gen && !this.resumeElsewhere(gen)) this.fail("network", e);
+      return;
+    }
+    if (gen !== this.gen) { abort.abort(); return; }
+    if (!res.ok || !res.body) {
+      abort.abort();
+      if (!this.resumeElsewhere(gen)) this.fail("http", null, res.status);
+      return;
+    }
+    this.seq = seqCounter(res.headers.get("X-Tribune-Seq"));
+    // that node no longer had what we need: the packets between are lost
+    if (this.seq.next != null && this.seq.next > want) this.seqGap += this.seq.next - want;
+    this.read(res.body.getReader(), gen, true);
+  }
+  async read(reader, gen, resumed = false) {
     const ogg = new OggReader();
-    let headers = 0, pending = [];
-    this.pending = pending; this.inflight = 0; this.chunksInflight = 0; this.epochMs = null; this.decoder = null;
+    let headers = 0, lastPage = false, heard = false;
+    if (!resumed) { this.pending = []; this.inflight = 0; this.chunksInflight = 0; this.epochMs = null; this.decoder = null; }
+    const pending = this.pending;
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -1110,9 +1146,11 @@ class WebAudioPlayer {
         if (done) break;
         mark("stream-bytes");
         for (const page of ogg.push(value)) {
+          if (page.flags & 4) lastPage = true;
           if (headers < 2) {
             for (const p of page.packets) {
-              if (headers === 0) this.configure(p, gen);
+              // a resumed stream has the same head: the decoder goes on
+              if (headers === 0) { if (!this.decoder) this.configure(p, gen); }
               else this.epochMs = Number(opusTags(p).TRIBUNE_EPOCH_MS) || null;
               headers++;
             }
@@ -1128,6 +1166,7 @@ class WebAudioPlayer {
             this.seq.packet();
           }
           this.nextG = g;
+          if (resumed && page.packets.length && !heard) { heard = true; this.hooks.onresumed && this.hooks.onresumed(); }
           if (page.granule >= 0 && this.epochMs) {
             // arrival minus the wall clock of the newest sample: the path's delay (and any clock skew)
             const d = Date.now() - (this.epochMs + page.granule / 48);
@@ -1139,12 +1178,13 @@ class WebAudioPlayer {
         this.pump();
       }
       if (gen !== this.gen) return;
+      if (!lastPage && this.resumeElsewhere(gen)) return;
       this.streamEnded = true;
       this.pump();
       if (this.node) this.node.port.postMessage({ type: "end" });
       this.hooks.onclose && this.hooks.onclose("end");
     } catch (e) {
-      if (gen === this.gen) this.fail("network", e);
+      if (gen === this.gen && !this.resumeElsewhere(gen)) this.fail("network", e);
     }
   }
   configure(head, gen) {
@@ -1264,7 +1304,7 @@ class WebAudioPlayer {
   stats() {
     return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs == null ? null : Math.round(this.behindMs),
       rawBehindMs: this.rawBehindMs == null ? null : Math.round(this.rawBehindMs), stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3),
-      queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
+      queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, resumes: this.resumes, seqGap: this.seqGap, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
   }
 }
 
@@ -1326,7 +1366,7 @@ class ElementPlayer {
   }
   stats() {
     return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs, rawBehindMs: null,
-      stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3), queuedMs: null, nextSeq: null, contextState: null };
+      stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3), queuedMs: null, nextSeq: null, resumes: 0, seqGap: 0, contextState: null };
   }
 }
 
@@ -1388,35 +1428,32 @@ async function listenerPage(id) {
     return {
       onchange: () => renderPlayer(),
       onfirst: () => { nodeTries = 0; renderPlayer(); },
+      resumeAt: (seq) => resumeUrl(seq),
+      onresumed: () => { nodeTries = 0; },
       onclose: (kind, status) => {
         if (mode !== "live" || speaking || !player.src) return;
         renderPlayer();
         clearTimeout(retryTimer);
-        // its node went away: another node of the fleet takes the page where it was
-        if (kind === "network" && failover()) return;
         retryTimer = setTimeout(() => admit(null), kind === "end" ? 500 : 2000);
         void status;
       },
     };
   }
   /**
-   * Resumes on another node carrying the space (the fleet's nodes, from the
-   * space JSON) at the packet this page needs next: `live.opus?from=SEQ`
-   * gives the same pages on every node. False when there is no other node
-   * to try, or the player does not know its seq.
+   * Where the stream goes on when its node went away: another node carrying
+   * the space (the fleet's nodes, from the space JSON), at the packet this
+   * page needs next; `live.opus?from=SEQ` gives the same pages on every
+   * node. Null when there is no other node left to try.
    */
   let nodeTries = 0;
-  function failover() {
-    const here = player.src ? new URL(player.src, location.href).origin : location.origin;
+  function resumeUrl(seq) {
+    const here = new URL(player.src, location.href).origin;
     const nodes = (space.nodes || []).filter((u) => u !== here);
-    const next = player.stats().nextSeq;
-    if (!nodes.length || next == null || nodeTries >= 2 * nodes.length) return false;
+    if (!nodes.length || nodeTries >= 2 * nodes.length) return null;
     const base = nodes[nodeTries++ % nodes.length];
-    let url = `${base}/spaces/${encodeURIComponent(id)}/live.opus?from=${next}`;
+    let url = `${base}/spaces/${encodeURIComponent(id)}/live.opus?from=${seq}`;
     if (listenToken) url += "&token=" + encodeURIComponent(listenToken);
-    playerUI("Reconnecting…", "Joining another server where you left off.", false);
-    player.start(url);
-    return true;
+    return url;
   }
   function playerUI(status, sub, canPlay = true) {
     let ui = $("#player");

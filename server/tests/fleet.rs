@@ -184,3 +184,114 @@ fn the_fleet_shares_state_and_survives_its_engines_going_away() {
     let again = Server::start_in(&dir, &["--database", &pg.url()]);
     assert_eq!(again.info(&id)["state"], "ended");
 }
+
+/// A listener page whose edge dies goes on from another node of the fleet
+/// at the packet it needed next (real headless Chromium, web/e2e/failover.mjs):
+/// no packet missed, the tone still the source's.
+#[test]
+fn listener_page_goes_on_from_another_node_when_its_edge_dies() {
+    let e2e = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "chromium and playwright-core are not installed: run ./scripts/test.sh, which installs them"
+    );
+    let redis = Redis::start();
+    let origin = Server::start(&["--redis", &redis.url(), "--node-name", "origin"]);
+    let (id, host) = origin.live_space("Page failover");
+    let node = origin.token("node", None, "1h");
+    let edge = |name: &str| {
+        Server::start(&[
+            "--upstream",
+            &origin.url(""),
+            "--node-token",
+            &node,
+            "--redis",
+            &redis.url(),
+            "--node-name",
+            name,
+        ])
+    };
+    let mut edge1 = edge("edge-1");
+    let edge2 = edge("edge-2");
+    let mut source = ffmpeg_source(origin.addr, &id, &host, 120.0, 440);
+    origin.wait_for_packets(&id, 50);
+    // the page learns the fleet's nodes from the space JSON
+    assert!(
+        eventually(Duration::from_secs(15), || edge1.info(&id)["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3)),
+        "{}",
+        edge1.info(&id)
+    );
+
+    let mut child = std::process::Command::new("node")
+        .arg(e2e.join("failover.mjs"))
+        .arg(edge1.url(&format!("/spaces/{id}")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let stdout = child.stdout.take().expect("stdout");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let Ok(line) = line else { break };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            eprintln!("e2e: {line}");
+            continue;
+        };
+        eprintln!("e2e event: {event}");
+        if event["event"] == "playing" {
+            assert!(
+                event["src"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with(&edge1.url("")),
+                "{event}"
+            );
+            edge1.kill9();
+        }
+        events.push(event);
+    }
+    let status = child.wait().expect("node");
+    let _ = source.kill();
+    let _ = source.wait();
+    let last = events.last().cloned().unwrap_or_default();
+    assert!(
+        status.success() && last["event"] == "resumed",
+        "e2e failed: {last}"
+    );
+    let (at, after) = (&last["at"], &last["after"]);
+    let src = after["src"].as_str().unwrap_or("");
+    assert!(
+        src.starts_with(&edge2.url("")) || src.starts_with(&origin.url("")),
+        "went on from another node: {after}"
+    );
+    assert!(src.contains("from="), "{after}");
+    assert_eq!(at["seqGap"], 0, "no packet missed: {at}");
+    assert_eq!(after["seqGap"], 0, "no packet missed: {after}");
+    assert_eq!(after["resumes"], 1, "{after}");
+    // the worklet played on what it held while the stream moved
+    assert_eq!(after["engine"], "webaudio");
+    let stall_ms = after["stallMs"].as_f64().unwrap_or(f64::MAX)
+        - last["before"]["stallMs"].as_f64().unwrap_or(0.0);
+    assert!(
+        stall_ms < 3000.0,
+        "silent {stall_ms} ms around the switch: {after}"
+    );
+    eprintln!("page failover: {stall_ms} ms silent around the switch; {after}");
+    let wav = std::fs::read(last["wav"].as_str().expect("wav")).expect("wav");
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let _ = std::fs::remove_file(last["wav"].as_str().unwrap_or(""));
+    let (r440, r1000) = (
+        tone_presence(&samples, 440.0),
+        tone_presence(&samples, 1000.0),
+    );
+    assert!(
+        r440 > 0.5 && r1000 < 0.1,
+        "after the switch the page played 440 Hz {r440:.3}, 1 kHz {r1000:.3}"
+    );
+}
