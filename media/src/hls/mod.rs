@@ -5,9 +5,11 @@
 //! so every node serves the same bytes under the same names.
 //! docs/HLS.md has the design notes.
 
+pub mod aac;
 pub mod fmp4;
 pub mod index;
 pub mod layout;
+pub mod recorded;
 pub mod playlist;
 pub mod reload;
 
