@@ -57,7 +57,10 @@ pub enum Frame {
     /// Nothing new: the link is alive.
     Keepalive,
     /// One part of the AAC rendition, as encoded at the origin.
-    AacPart { part: PartId, frames: Vec<MediaFrame> },
+    AacPart {
+        part: PartId,
+        frames: Vec<MediaFrame>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

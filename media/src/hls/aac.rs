@@ -97,7 +97,9 @@ fn preroll_index(plan: &AacPartPlan, frames: &[Frame]) -> Option<usize> {
     if first.start_granule > plan.decode_from {
         return None;
     }
-    frames.iter().position(|f| f.end_granule() > plan.decode_from)
+    frames
+        .iter()
+        .position(|f| f.end_granule() > plan.decode_from)
 }
 
 /// Encodes the part `plan` describes from the Opus `frames` around it (in
@@ -289,7 +291,11 @@ mod tests {
         assert_eq!(p0.pcm_start, -2048);
         assert_eq!(p0.decode_from, 0);
         let p1 = AacPartPlan::new(&l, PartId { msn: 0, part: 1 }, None);
-        assert_eq!(p1.frames, 47..94, "48000/1024 = 46.9: frame 47 starts in part 1");
+        assert_eq!(
+            p1.frames,
+            47..94,
+            "48000/1024 = 46.9: frame 47 starts in part 1"
+        );
         assert_eq!(p1.decode_from, 47 * 1024 - 2048 - 3840);
         assert_eq!(p1.ready_at(), 96 * 1024);
         // consecutive parts tile the frame indices

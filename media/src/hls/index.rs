@@ -630,7 +630,10 @@ mod tests {
         // another node that saw the track only from segment 2 on
         let mut late = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
         for g in groups(900, false) {
-            for frame in group_frames(&g).into_iter().filter(|f| f.start_granule >= 288_000) {
+            for frame in group_frames(&g)
+                .into_iter()
+                .filter(|f| f.start_granule >= 288_000)
+            {
                 late.push(frame).unwrap();
             }
         }

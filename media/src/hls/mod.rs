@@ -9,8 +9,8 @@ pub mod aac;
 pub mod fmp4;
 pub mod index;
 pub mod layout;
-pub mod recorded;
 pub mod playlist;
+pub mod recorded;
 pub mod reload;
 
 pub use fmp4::{AacLcConfig, AudioConfig, Fmp4Error, Sample};

@@ -135,7 +135,9 @@ impl RecordedTrack {
         config: AacLcConfig,
     ) -> Result<Option<Bytes>, aac::AacError> {
         let plan = AacPartPlan::new(layout, id, self.track_end());
-        if plan.frames.is_empty() || (self.track_end().is_none() && self.end_granule() < plan.ready_at()) {
+        if plan.frames.is_empty()
+            || (self.track_end().is_none() && self.end_granule() < plan.ready_at())
+        {
             return Ok(None);
         }
         let frames = self.frames_around(plan.decode_from, plan.pcm_end);
@@ -148,8 +150,7 @@ impl RecordedTrack {
     /// The segment summaries of the Opus rendition (what its playlist
     /// lists), as an index fed the whole recording.
     pub fn opus_index(&self, layout: HlsLayout) -> Result<RenditionIndex, IndexError> {
-        let mut index =
-            RenditionIndex::new(layout, AudioConfig::PROGRAM_OPUS).with_retention(0);
+        let mut index = RenditionIndex::new(layout, AudioConfig::PROGRAM_OPUS).with_retention(0);
         for frame in &self.frames {
             index.push(frame.clone())?;
         }
@@ -167,8 +168,7 @@ impl RecordedTrack {
         layout: HlsLayout,
         config: AacLcConfig,
     ) -> Result<RenditionIndex, IndexError> {
-        let mut index =
-            RenditionIndex::new(layout, AudioConfig::AacLc(config)).with_retention(0);
+        let mut index = RenditionIndex::new(layout, AudioConfig::AacLc(config)).with_retention(0);
         let (Some(first), end) = (self.frames.first(), self.end_granule()) else {
             return Ok(index);
         };
@@ -216,8 +216,8 @@ mod tests {
     fn recording(packets: usize, finish: bool) -> (Bytes, RenditionIndex) {
         let mut file = header_pages(3, "rec", 1_700_000_000_000).to_vec();
         let mut track = Track::new(4800);
-        let mut live = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS)
-            .with_retention(100);
+        let mut live =
+            RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS).with_retention(100);
         for i in 0..packets {
             let data = Bytes::from(vec![31 << 3, i as u8, 0x55]);
             for g in track.push(data, 960, 1_700_000_000_000 + i as u64 * 20) {
@@ -259,9 +259,15 @@ mod tests {
         let rec = RecordedTrack::parse(file);
         assert!(!rec.ended);
         let l = HlsLayout::DEFAULT;
-        assert!(rec.opus_part(&l, PartId { msn: 0, part: 1 }).unwrap().is_some());
+        assert!(rec
+            .opus_part(&l, PartId { msn: 0, part: 1 })
+            .unwrap()
+            .is_some());
         // 2.6 s recorded (26 groups): part 0.2 is not complete yet
-        assert!(rec.opus_part(&l, PartId { msn: 0, part: 2 }).unwrap().is_none());
+        assert!(rec
+            .opus_part(&l, PartId { msn: 0, part: 2 })
+            .unwrap()
+            .is_none());
         let index = rec.opus_index(l).unwrap();
         assert_eq!(index.position(), live.position());
     }
@@ -272,6 +278,8 @@ mod tests {
         let torn = file.slice(..file.len() - 7);
         let rec = RecordedTrack::parse(torn);
         assert_eq!(rec.frames.len(), 95);
-        assert!(RecordedTrack::parse(Bytes::from_static(b"garbage")).frames.is_empty());
+        assert!(RecordedTrack::parse(Bytes::from_static(b"garbage"))
+            .frames
+            .is_empty());
     }
 }

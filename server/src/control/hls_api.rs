@@ -209,7 +209,10 @@ async fn asked(
         ));
     }
     if !valid_space_id(id) {
-        return Err(refuse(StatusCode::NOT_FOUND, format!("no space with id {id:?}")));
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no space with id {id:?}"),
+        ));
     }
     app.space_or_fetch(id).await;
     let entry = readable_entry(&app, id, headers, Some(&query)).map_err(refuse_api)?;
@@ -408,7 +411,11 @@ async fn live(
                 let (decision, held, complete) = {
                     let state = rendition.read();
                     let decision = part_decision(id, state.position(), &layout, frame);
-                    (decision, state.part(id), state.playlist_position().is_some())
+                    (
+                        decision,
+                        state.part(id),
+                        state.playlist_position().is_some(),
+                    )
                 };
                 match decision {
                     ResourceDecision::Available => {
@@ -464,7 +471,10 @@ fn rendition_path(asked: &Asked, rendition: &Rendition) -> String {
 
 /// Waits for the next publish, until `deadline`: then 503, as RFC
 /// 8216bis §6.2.5.2 says a server that cannot answer in time should.
-async fn wait(changes: &mut tokio::sync::watch::Receiver<u64>, deadline: Instant) -> Result<(), Response> {
+async fn wait(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: Instant,
+) -> Result<(), Response> {
     match tokio::time::timeout_at(deadline.into(), changes.changed()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(refuse(
@@ -482,10 +492,19 @@ async fn older_part(
     id: PartId,
 ) -> Result<Answer, Response> {
     if asked.app.is_edge() {
-        return Err(pass_on(asked, &rendition_path(asked, rendition), HlsResource::Part(id)).await);
+        return Err(pass_on(
+            asked,
+            &rendition_path(asked, rendition),
+            HlsResource::Part(id),
+        )
+        .await);
     }
-    let track = recordings.track(&asked.app, &asked.id, Some(layout().part_range(id).end)).await?;
-    let part = recordings.build_part(&asked.app, track, rendition.kind, id).await?;
+    let track = recordings
+        .track(&asked.app, &asked.id, Some(layout().part_range(id).end))
+        .await?;
+    let part = recordings
+        .build_part(&asked.app, track, rendition.kind, id)
+        .await?;
     part.map(|t| Answer::file(t, asked.private))
         .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "this part is not in the recording"))
 }
@@ -497,7 +516,12 @@ async fn older_segment(
     msn: u64,
 ) -> Result<Answer, Response> {
     if asked.app.is_edge() {
-        return Err(pass_on(asked, &rendition_path(asked, rendition), HlsResource::Segment(msn)).await);
+        return Err(pass_on(
+            asked,
+            &rendition_path(asked, rendition),
+            HlsResource::Segment(msn),
+        )
+        .await);
     }
     let summary = {
         let state = rendition.read();
@@ -515,7 +539,13 @@ async fn older_segment(
         .track(&asked.app, &asked.id, Some(summary.end_granule))
         .await?;
     let bytes = recordings
-        .build_segment(&asked.app, track, rendition.kind, summary.first_part, summary.parts)
+        .build_segment(
+            &asked.app,
+            track,
+            rendition.kind,
+            summary.first_part,
+            summary.parts,
+        )
         .await?;
     Ok(Answer::file(Tagged::new(bytes), asked.private))
 }
@@ -574,7 +604,10 @@ async fn pass_on(asked: &Asked, dir_path: &str, resource: HlsResource) -> Respon
         }
         Err(e) => {
             tracing::warn!(space = %asked.id, error = %e, "HLS file not passed on");
-            refuse(StatusCode::BAD_GATEWAY, "the upstream node did not answer for this file")
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "the upstream node did not answer for this file",
+            )
         }
     }
 }
@@ -597,7 +630,8 @@ async fn ended(
     // an ended space's files never change: caches may keep them
     let private = asked.private;
     if let HlsResource::Init = resource {
-        let bytes = init_segment(&config).map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let bytes = init_segment(&config)
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         return Ok(Answer::file(Tagged::new(bytes), private));
     }
     let vod = recordings.vod(app, &asked.id).await?;
@@ -621,7 +655,11 @@ async fn ended(
                 Kind::Opus => vod.opus_playlist.clone(),
                 Kind::Aac => vod.aac_playlist.clone(),
             };
-            Ok(Answer::playlist(asked.tokened(body), private, "max-age=86400"))
+            Ok(Answer::playlist(
+                asked.tokened(body),
+                private,
+                "max-age=86400",
+            ))
         }
         HlsResource::Part(id) => match part_decision(id, position, &layout(), frame) {
             ResourceDecision::Available => recordings
@@ -629,7 +667,10 @@ async fn ended(
                 .await?
                 .map(|t| Answer::file(t, private))
                 .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "this part is not in the recording")),
-            _ => Err(refuse(StatusCode::NOT_FOUND, "the recording has no such part")),
+            _ => Err(refuse(
+                StatusCode::NOT_FOUND,
+                "the recording has no such part",
+            )),
         },
         HlsResource::Segment(msn) => {
             let summary = index.segments().iter().find(|s| s.msn == msn).copied();
@@ -640,14 +681,20 @@ async fn ended(
                         .await?;
                     Ok(Answer::file(Tagged::new(bytes), private))
                 }
-                _ => Err(refuse(StatusCode::NOT_FOUND, "the recording has no such segment")),
+                _ => Err(refuse(
+                    StatusCode::NOT_FOUND,
+                    "the recording has no such segment",
+                )),
             }
         }
     }
 }
 
 fn unreachable_init() -> Result<Answer, Response> {
-    Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "init handled above"))
+    Err(refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "init handled above",
+    ))
 }
 
 /// The summaries of a live space's renditions, for a downstream node
@@ -660,7 +707,11 @@ async fn history(State(app): Shared, Path(id): Path<String>, headers: HeaderMap)
     if claims.role != Role::Node && claims.role != Role::Admin {
         return refuse(StatusCode::FORBIDDEN, "a node token is needed");
     }
-    let Some(hls) = app.space(&id).and_then(|e| e.live).and_then(|l| l.space.hls()) else {
+    let Some(hls) = app
+        .space(&id)
+        .and_then(|e| e.live)
+        .and_then(|l| l.space.hls())
+    else {
         return refuse(StatusCode::GONE, "the space is not live here");
     };
     let complete = [Some(&hls.opus), hls.aac.as_ref()]
@@ -668,7 +719,10 @@ async fn history(State(app): Shared, Path(id): Path<String>, headers: HeaderMap)
         .flatten()
         .all(|r| r.read().playlist_position().is_some());
     if !complete {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "this node's HLS history is not complete yet");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node's HLS history is not complete yet",
+        );
     }
     let record = Sidecar {
         opus: hls.opus.summaries().iter().map(Into::into).collect(),
@@ -689,7 +743,11 @@ pub fn with_token(playlist: &[u8], token: &str) -> Bytes {
     for line in text.lines() {
         if !line.is_empty() && !line.starts_with('#') {
             out.push_str(line);
-            out.push_str(if line.contains('?') { "&token=" } else { "?token=" });
+            out.push_str(if line.contains('?') {
+                "&token="
+            } else {
+                "?token="
+            });
             out.push_str(token);
         } else if let Some((head, rest)) = line.split_once("URI=\"") {
             let (uri, tail) = rest.split_once('"').unwrap_or((rest, ""));
@@ -744,7 +802,10 @@ fn bounded_insert<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
 }
 
 fn unavailable(what: &str) -> Response {
-    refuse(StatusCode::SERVICE_UNAVAILABLE, format!("{what}; try again shortly"))
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what}; try again shortly"),
+    )
 }
 
 impl Recordings {
@@ -828,7 +889,9 @@ impl Recordings {
             for a in start..start + u64::from(parts) {
                 match build_part(&track, kind, aac, l.part_from_absolute(a))? {
                     Some(part) => out.extend_from_slice(&part),
-                    None => return Err("a part of this segment is not in the recording".to_string()),
+                    None => {
+                        return Err("a part of this segment is not in the recording".to_string())
+                    }
                 }
             }
             Ok(out.freeze())
@@ -851,7 +914,10 @@ impl Recordings {
             return Ok(vod);
         }
         // the whole recording, not a copy read while it was live
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         let mut track = RecordedTrack::clone(&*self.track(app, id, None).await?);
         // the space ended, whether or not its last page says so
         track.ended = true;

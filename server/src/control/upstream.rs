@@ -115,7 +115,9 @@ fn history_from(
                 .get_json(&format!("/spaces/{id}/hls/history.json"))
                 .await?;
             if status != 200 {
-                return Err(format!("the upstream answered {status} for its HLS history"));
+                return Err(format!(
+                    "the upstream answered {status} for its HLS history"
+                ));
             }
             serde_json::from_value(body).map_err(|e| format!("HLS history: {e}"))
         })
@@ -181,7 +183,9 @@ async fn pull_once(
         Some(
             aac.relay_parts_since(None)
                 .last()
-                .map_or("start".to_string(), |(absolute, _, _)| (absolute + 1).to_string()),
+                .map_or("start".to_string(), |(absolute, _, _)| {
+                    (absolute + 1).to_string()
+                }),
         )
     });
     let mut headers = vec![

@@ -112,7 +112,8 @@ impl Encoder {
         let encode_seconds = metrics::histogram!("tribune_hls_aac_encode_seconds");
         let skipped =
             metrics::counter!("tribune_hls_aac_skipped_parts_total", "space" => self.space.clone());
-        let backlog = metrics::gauge!("tribune_hls_aac_backlog_batches", "space" => self.space.clone());
+        let backlog =
+            metrics::gauge!("tribune_hls_aac_backlog_batches", "space" => self.space.clone());
         while let Ok(input) = self.rx.recv() {
             if self.stopped.load(Ordering::Relaxed) {
                 return;
@@ -154,7 +155,9 @@ impl Encoder {
                         }
                     }
                 };
-                let Some(hls) = self.hls.upgrade() else { return };
+                let Some(hls) = self.hls.upgrade() else {
+                    return;
+                };
                 hls.push_aac_part(part, frames);
                 let next = self.layout.next_part(part);
                 self.next = Some(next);

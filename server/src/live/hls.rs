@@ -149,7 +149,13 @@ impl State {
 }
 
 impl Rendition {
-    fn new(kind: Kind, config: AudioConfig, layout: HlsLayout, retained: usize, space: &str) -> Self {
+    fn new(
+        kind: Kind,
+        config: AudioConfig,
+        layout: HlsLayout,
+        retained: usize,
+        space: &str,
+    ) -> Self {
         let index = RenditionIndex::new(layout, config).with_retention(retained);
         let init = Tagged::new(index.init_segment().unwrap_or_default());
         Rendition {
@@ -211,13 +217,16 @@ impl Rendition {
         for frame in frames {
             let layout = *state.index.layout();
             if !state.started {
+                // start with a whole segment: its summary (start, length,
+                // date) is then the one every other node lists
                 let part = layout.part_at(frame.start_granule);
-                let at_boundary = layout.part_range(part).start == frame.start_granule;
+                let at_boundary = layout.segment_range(part.msn).start == frame.start_granule;
                 let after_previous = state
                     .previous_start
-                    .is_some_and(|prev| layout.part_at(prev) != part);
+                    .is_some_and(|prev| layout.part_at(prev).msn != part.msn);
+                let whole_first_part = whole_parts && part.part == 0;
                 state.previous_start = Some(frame.start_granule);
-                if !(whole_parts || at_boundary || after_previous) {
+                if !(whole_first_part || at_boundary || after_previous) {
                     continue;
                 }
                 state.started = true;
@@ -316,6 +325,9 @@ pub struct Hls {
     /// (the ended space's playlists keep the live dates).
     sidecar: Option<PathBuf>,
     master: Tagged,
+    /// Set once every rendition has ended (and the origin's summaries are
+    /// written).
+    finished: watch::Sender<bool>,
 }
 
 /// What a node's HLS tier is made of.
@@ -346,7 +358,13 @@ impl Hls {
             space,
         );
         let aac_rendition = aac.map(|c| {
-            Rendition::new(Kind::Aac, AudioConfig::AacLc(c), layout, retained_segments, space)
+            Rendition::new(
+                Kind::Aac,
+                AudioConfig::AacLc(c),
+                layout,
+                retained_segments,
+                space,
+            )
         });
         let mut variants = vec![Variant::opus(OPUS_NOMINAL_BITRATE)];
         variants.extend(aac.map(Variant::aac));
@@ -364,6 +382,7 @@ impl Hls {
             aac: aac_rendition,
             sidecar,
             master,
+            finished: watch::channel(false).0,
         })
     }
 
@@ -400,7 +419,9 @@ impl Hls {
         let shared = Arc::new(frames);
         {
             let mut state = aac.write();
-            state.relay_parts.push_back((absolute, part, shared.clone()));
+            state
+                .relay_parts
+                .push_back((absolute, part, shared.clone()));
             while state.relay_parts.len() > AAC_RELAY_HISTORY {
                 state.relay_parts.pop_front();
             }
@@ -431,10 +452,27 @@ impl Hls {
         }
     }
 
+    /// Waits (at most `limit`) until every rendition has ended: the
+    /// origin's AAC encoder finishes after the track does.
+    pub async fn wait_finished(&self, limit: std::time::Duration) {
+        let mut finished = self.finished.subscribe();
+        let _ = tokio::time::timeout(limit, finished.wait_for(|done| *done)).await;
+    }
+
     fn write_sidecar(&self) {
+        self.write_sidecar_file();
+        self.finished.send_replace(true);
+    }
+
+    fn write_sidecar_file(&self) {
         let Some(path) = &self.sidecar else { return };
         let record = Sidecar {
-            opus: self.opus.summaries().iter().map(SummaryRecord::from).collect(),
+            opus: self
+                .opus
+                .summaries()
+                .iter()
+                .map(SummaryRecord::from)
+                .collect(),
             aac: self
                 .aac
                 .as_ref()
@@ -592,11 +630,9 @@ pub fn from_recording(
                 let layout = HlsLayout::DEFAULT;
                 let opus = track.opus_index(layout).map_err(|e| e.to_string())?;
                 let aac = match aac {
-                    Some(config) => summaries(
-                        &track
-                            .aac_index(layout, config)
-                            .map_err(|e| e.to_string())?,
-                    ),
+                    Some(config) => {
+                        summaries(&track.aac_index(layout, config).map_err(|e| e.to_string())?)
+                    }
                     None => Vec::new(),
                 };
                 Ok(Sidecar {

@@ -63,11 +63,7 @@ impl RelayOut {
     /// A relay of `live` from packet `from` (the downstream's next seq), or
     /// from the oldest group held when it has none yet. The first frames
     /// say where it starts: a `Gap` when `from` is no longer held.
-    pub fn new(
-        live: Arc<LiveSpace>,
-        from: Option<u64>,
-        aac: AacRequest,
-    ) -> (RelayOut, BytesMut) {
+    pub fn new(live: Arc<LiveSpace>, from: Option<u64>, aac: AacRequest) -> (RelayOut, BytesMut) {
         let mut first = BytesMut::new();
         let (next_group, next_seq) = {
             let history = live.history();

@@ -347,6 +347,8 @@ impl LiveSpace {
         self.emit(out);
         if let Some(hls) = &self.hls {
             hls.finish();
+            // the replay's HLS playlists come from what the tier wrote
+            hls.wait_finished(Duration::from_secs(5)).await;
         }
         self.audience.flush();
         match &self.recorder {
