@@ -46,9 +46,9 @@ fn wait_for_part(server: &Server, id: &str, rendition: &str, msn: u64, part: u32
 fn last_part(playlist: &str) -> (u64, u32) {
     let uri = playlist
         .lines()
-        .filter_map(|l| l.split("URI=\"part").nth(1))
-        .filter(|_| true)
-        .last()
+        .rev()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .find_map(|l| l.split("URI=\"part").nth(1))
         .expect("a part");
     let name = uri.split(".m4s").next().unwrap();
     let (msn, part) = name.split_once('.').unwrap();

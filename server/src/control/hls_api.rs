@@ -32,8 +32,8 @@ use tribune_media::hls::layout::{parse_resource, HlsResource};
 use tribune_media::hls::recorded::RecordedTrack;
 use tribune_media::hls::reload::{max_wait_ms, part_decision, reload_decision, segment_decision};
 use tribune_media::hls::{
-    multivariant_playlist, skip_requested, AudioConfig, BlockingRequest, HlsLayout, LivePosition,
-    PartId, ReloadDecision, RenditionIndex, ResourceDecision, Variant,
+    multivariant_playlist, skip_requested, AudioConfig, BlockingRequest, HlsLayout, PartId,
+    ReloadDecision, RenditionIndex, ResourceDecision, Variant,
 };
 
 /// A query string longer than this is refused before anything is parsed.
@@ -630,9 +630,9 @@ async fn ended(
     // an ended space's files never change: caches may keep them
     let private = asked.private;
     if let HlsResource::Init = resource {
-        let bytes = init_segment(&config)
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        return Ok(Answer::file(Tagged::new(bytes), private));
+        return init_segment(&config)
+            .map(|bytes| Answer::file(Tagged::new(bytes), private))
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
     }
     let vod = recordings.vod(app, &asked.id).await?;
     let index = match kind {
@@ -645,8 +645,7 @@ async fn ended(
     let position = index.position();
     let frame = config.frame_samples();
     match resource {
-        HlsResource::Init => unreachable_init(),
-        HlsResource::MediaPlaylist => {
+        HlsResource::Init | HlsResource::MediaPlaylist => {
             // directives are ignored once the playlist has ENDLIST, but
             // garbage is still refused
             BlockingRequest::from_query(&asked.query)
@@ -688,13 +687,6 @@ async fn ended(
             }
         }
     }
-}
-
-fn unreachable_init() -> Result<Answer, Response> {
-    Err(refuse(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "init handled above",
-    ))
 }
 
 /// The summaries of a live space's renditions, for a downstream node
@@ -1000,11 +992,6 @@ fn vod_of(
         opus_playlist,
         aac_playlist,
     })
-}
-
-/// The position a VOD index reports (for decisions), exposed for tests.
-pub fn vod_position(index: &RenditionIndex) -> Option<LivePosition> {
-    index.position()
 }
 
 #[cfg(test)]
