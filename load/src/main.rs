@@ -5,6 +5,7 @@
 
 mod check;
 mod client;
+mod hls;
 mod source;
 mod storm;
 
@@ -37,6 +38,9 @@ enum Command {
     Storm(storm::StormArgs),
     /// Publish a timestamped Opus program in real time (Icecast PUT or stdout).
     Source(source::SourceArgs),
+    /// HLS listeners that follow the playlists (LL-HLS, or plain with
+    /// --plain), validate every fMP4 box and report stalls and latency.
+    Hls(hls::HlsArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -736,6 +740,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => runtime.block_on(listen(args)),
         Command::Storm(args) => runtime.block_on(storm::storm(args)),
         Command::Source(args) => runtime.block_on(source::source(args)),
+        Command::Hls(args) => runtime.block_on(hls::hls(args)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -3,12 +3,17 @@
 //! as the origin does. The link carries whole groups of the track (seq,
 //! granule, ingest clock and the Opus packets of each), so every node makes
 //! byte-identical pages, plus the epoch the header pages are made from,
-//! marked gaps, and the end.
+//! marked gaps, and the end. A downstream that asks for it (the
+//! `X-Tribune-Relay-Aac` request header) also gets the AAC rendition's
+//! parts as the origin encoded them, so every node serves the same AAC
+//! bytes; a downstream that does not ask never sees that kind.
 //!
 //! Wire format, a stream of frames: `kind: u8`, `len: u32` (big-endian),
 //! `len` bytes of payload. Sans-IO: `encode` appends a frame, `Decoder`
 //! takes whatever bytes arrived and yields whole, validated frames.
 
+use crate::hls::layout::PartId;
+use crate::hls::Frame as MediaFrame;
 use crate::opus::MAX_PACKET_BYTES;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tribune_core::track::{lacing_segments, Group, Packet};
@@ -21,10 +26,20 @@ const KIND_GROUP: u8 = 2;
 const KIND_GAP: u8 = 3;
 const KIND_END: u8 = 4;
 const KIND_KEEPALIVE: u8 = 5;
+const KIND_AAC_PART: u8 = 6;
+
+/// The request header a downstream sends to get AAC parts: `start`, or
+/// the absolute index of the next part it needs (parts since granule 0).
+pub const AAC_REQUEST_HEADER: &str = "x-tribune-relay-aac";
 
 /// Largest frame accepted: a group holds at most 255 lacing values.
 pub const MAX_FRAME: usize = 255 * 255 + 255 * 32 + 64;
 const MAX_TITLE: usize = 1024;
+/// Largest AAC part frame: 1 s of AAC at the encoder's ceiling (6144 bits
+/// per channel per 1024 samples, stereo) with per-frame fields.
+pub const MAX_AAC_PART_FRAME: usize = 64 * (1536 + 32) + 32;
+/// Most AAC frames in one part (1 s parts hold 46 or 47).
+const MAX_AAC_FRAMES: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -41,6 +56,11 @@ pub enum Frame {
     End,
     /// Nothing new: the link is alive.
     Keepalive,
+    /// One part of the AAC rendition, as encoded at the origin.
+    AacPart {
+        part: PartId,
+        frames: Vec<MediaFrame>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +104,20 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         }
         Frame::End => KIND_END,
         Frame::Keepalive => KIND_KEEPALIVE,
+        Frame::AacPart { part, frames } => {
+            payload.put_u64(part.msn);
+            payload.put_u32(part.part);
+            payload.put_u16(frames.len().min(MAX_AAC_FRAMES) as u16);
+            for f in frames.iter().take(MAX_AAC_FRAMES) {
+                payload.put_u64(f.seq);
+                payload.put_u64(f.start_granule);
+                payload.put_u32(f.duration);
+                payload.put_u64(f.ingest_ms);
+                payload.put_u32(f.data.len() as u32);
+                payload.put_slice(&f.data);
+            }
+            KIND_AAC_PART
+        }
     };
     out.put_u8(kind);
     out.put_u32(payload.len() as u32);
@@ -109,7 +143,12 @@ impl Decoder {
         }
         let kind = self.buf[0];
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > MAX_FRAME {
+        let limit = if kind == KIND_AAC_PART {
+            MAX_AAC_PART_FRAME
+        } else {
+            MAX_FRAME
+        };
+        if len > limit {
             return Err(RelayError::TooLarge(len));
         }
         if self.buf.len() < 5 + len {
@@ -139,6 +178,7 @@ impl Decoder {
             }
             KIND_END => Frame::End,
             KIND_KEEPALIVE => Frame::Keepalive,
+            KIND_AAC_PART => aac_part(&mut payload)?,
             other => return Err(RelayError::UnknownKind(other)),
         };
         if matches!(kind, KIND_GAP | KIND_END | KIND_KEEPALIVE) && !payload.is_empty() {
@@ -202,6 +242,47 @@ fn group(p: &mut Bytes) -> Result<Group, RelayError> {
         packets,
         start_granule,
         last,
+    })
+}
+
+/// An AAC part: whole 1024-sample frames, back to back, on one part.
+fn aac_part(p: &mut Bytes) -> Result<Frame, RelayError> {
+    let msn = take_u64(p)?;
+    let part = take_u32(p)?;
+    let count = take_u16(p)? as usize;
+    if count == 0 || count > MAX_AAC_FRAMES {
+        return Err(RelayError::Malformed("AAC frame count"));
+    }
+    let mut frames: Vec<MediaFrame> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let seq = take_u64(p)?;
+        let start_granule = take_u64(p)?;
+        let duration = take_u32(p)?;
+        let ingest_ms = take_u64(p)?;
+        let len = take_u32(p)? as usize;
+        if duration != crate::hls::fmp4::AAC_FRAME_SAMPLES || len == 0 || p.len() < len {
+            return Err(RelayError::Malformed("AAC frame"));
+        }
+        if frames
+            .last()
+            .is_some_and(|prev| prev.end_granule() != start_granule)
+        {
+            return Err(RelayError::Malformed("AAC frames not back to back"));
+        }
+        frames.push(MediaFrame {
+            seq,
+            start_granule,
+            duration,
+            ingest_ms,
+            data: p.split_to(len),
+        });
+    }
+    if !p.is_empty() {
+        return Err(RelayError::Malformed("trailing bytes"));
+    }
+    Ok(Frame::AacPart {
+        part: PartId { msn, part },
+        frames,
     })
 }
 
@@ -269,6 +350,18 @@ mod tests {
             to_seq: 40,
         });
         frames.push(Frame::Keepalive);
+        frames.push(Frame::AacPart {
+            part: PartId { msn: 3, part: 1 },
+            frames: (0..47)
+                .map(|j| MediaFrame {
+                    seq: 200 + j / 20,
+                    start_granule: (141 + 47 + j) * 1024,
+                    duration: 1024,
+                    ingest_ms: 1_700_000_004_000 + j * 21,
+                    data: Bytes::from(vec![j as u8; 300]),
+                })
+                .collect(),
+        });
         frames.push(Frame::End);
         let wire = all(&frames);
         for step in [1, 3, 17, wire.len()] {

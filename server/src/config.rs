@@ -79,6 +79,16 @@ pub struct Config {
     pub database: Option<String>,
     /// This node's name in the directory (default: its public URL).
     pub node_name: Option<String>,
+    /// The HLS tier: serve `/spaces/{id}/hls/` (LL-HLS, Opus and AAC).
+    pub hls: bool,
+    /// Segments whose parts each HLS rendition keeps in memory (3 s each);
+    /// older ones are rebuilt from the recording or fetched upstream.
+    pub hls_retained_segments: usize,
+    /// The AAC-LC rendition's bitrate (0: no AAC rendition). The origin
+    /// encodes it; every node in a fleet must say the same.
+    pub aac_bitrate: u32,
+    /// The AAC-LC rendition's channels (1 or 2).
+    pub aac_channels: u8,
 }
 
 impl Default for Config {
@@ -118,6 +128,10 @@ impl Default for Config {
             redis: None,
             database: None,
             node_name: None,
+            hls: true,
+            hls_retained_segments: 20,
+            aac_bitrate: 64_000,
+            aac_channels: 2,
         }
     }
 }
@@ -183,6 +197,14 @@ impl Config {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The AAC rendition this node's HLS tier serves, if any.
+    pub fn aac_config(&self) -> Option<tribune_media::hls::AacLcConfig> {
+        (self.aac_bitrate > 0).then_some(tribune_media::hls::AacLcConfig {
+            channels: self.aac_channels.clamp(1, 2),
+            bitrate: self.aac_bitrate,
+        })
     }
 
     pub fn group_samples(&self) -> u64 {

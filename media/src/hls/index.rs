@@ -331,6 +331,41 @@ impl RenditionIndex {
         Ok(Some(open.id))
     }
 
+    /// Adds the summaries of segments before the first one this index
+    /// built (from an upstream node, or a recording), so its playlist lists
+    /// the whole track as the origin's does. Segments at or after its own
+    /// first one are ignored. Their parts are not held here: they count as
+    /// published (the server rebuilds or fetches them). Returns how many
+    /// were added.
+    pub fn seed(&mut self, earlier: impl IntoIterator<Item = SegmentSummary>) -> usize {
+        let own_first = self
+            .segments
+            .first()
+            .or(self.open_segment.as_ref())
+            .map(|s| s.msn);
+        let mut seeds: Vec<SegmentSummary> = earlier
+            .into_iter()
+            .filter(|s| s.parts > 0 && own_first.is_none_or(|first| s.msn < first))
+            .collect();
+        seeds.sort_by_key(|s| s.msn);
+        seeds.dedup_by_key(|s| s.msn);
+        let (Some(first), Some(last)) = (seeds.first().copied(), seeds.last().copied()) else {
+            return 0;
+        };
+        self.first_part = Some(
+            self.first_part
+                .map_or(first.first_part, |p| p.min(first.first_part)),
+        );
+        if self.last_published.is_none() {
+            let last_part = self.layout.absolute_part(last.first_part) + u64::from(last.parts) - 1;
+            self.last_published = Some(self.layout.part_from_absolute(last_part));
+        }
+        let added = seeds.len();
+        seeds.append(&mut self.segments);
+        self.segments = seeds;
+        added
+    }
+
     /// `None` until the first frame.
     pub fn position(&self) -> Option<LivePosition> {
         let first_part = self.first_part?;
@@ -585,5 +620,39 @@ mod tests {
         assert_eq!(first.start_granule, 150_000);
         assert_eq!(decode_time(&first.bytes).1, 150_000);
         assert_eq!(index.position().unwrap().first_part, first.id);
+    }
+
+    #[test]
+    fn a_late_index_seeded_with_the_earlier_segments_lists_what_the_first_does() {
+        // 18 s: the parts listed (the last 9 s) are all ones the late
+        // index built itself
+        let full = index_of(900, false);
+        // another node that saw the track only from segment 2 on
+        let mut late = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        for g in groups(900, false) {
+            for frame in group_frames(&g)
+                .into_iter()
+                .filter(|f| f.start_granule >= 288_000)
+            {
+                late.push(frame).unwrap();
+            }
+        }
+        assert_eq!(late.segments()[0].msn, 2);
+        assert_eq!(late.seed(full.segments().iter().copied()), 2);
+        assert_eq!(late.segments(), full.segments());
+        assert_eq!(late.position(), full.position());
+        assert_eq!(
+            crate::hls::playlist::media_playlist(&late),
+            crate::hls::playlist::media_playlist(&full)
+        );
+        // seeding again adds nothing
+        assert_eq!(late.seed(full.segments().iter().copied()), 0);
+        // an index of summaries only: an ended recording's playlist
+        let mut summaries = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        summaries.seed(full.segments().iter().copied());
+        summaries.finish().unwrap();
+        let position = summaries.position().unwrap();
+        assert!(position.ended && position.segment_complete(5));
+        assert_eq!(position.next_part, PartId { msn: 6, part: 0 });
     }
 }

@@ -5,10 +5,12 @@
 //! so every node serves the same bytes under the same names.
 //! docs/HLS.md has the design notes.
 
+pub mod aac;
 pub mod fmp4;
 pub mod index;
 pub mod layout;
 pub mod playlist;
+pub mod recorded;
 pub mod reload;
 
 pub use fmp4::{AacLcConfig, AudioConfig, Fmp4Error, Sample};

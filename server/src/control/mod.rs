@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod fleet;
 mod fleet_api;
+pub mod hls_api;
 mod pages;
 pub mod relay_api;
 pub mod spaces;
@@ -281,6 +282,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(api::routes())
         .merge(relay_api::routes())
         .merge(fleet_api::routes())
+        .merge(hls_api::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(stage_api::routes())

@@ -6,7 +6,7 @@
 use super::auth;
 use super::spaces::{App, OnAir};
 use super::{bearer, ApiError, ApiResult, Shared};
-use crate::live::relay::RelayOut;
+use crate::live::relay::{AacRequest, RelayOut};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -68,7 +68,12 @@ async fn relay(
         }
         _ => return Err(ApiError::new(StatusCode::GONE, "the space has ended")),
     };
-    let (out, first) = RelayOut::new(live, q.from);
+    let aac = AacRequest::parse(
+        headers
+            .get(tribune_media::relay::AAC_REQUEST_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let (out, first) = RelayOut::new(live, q.from, aac);
     metrics::counter!("tribune_relays_total", "space" => id.clone()).increment(1);
     let sent = metrics::counter!("tribune_relay_bytes_total", "space" => id.clone());
     tracing::info!(space = %id, from = ?q.from, "relay out");

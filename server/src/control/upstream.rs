@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tribune_client::stream::{get_with, parse_url, Failure, Target};
 use tribune_media::chunked::ChunkedDecoder;
-use tribune_media::relay::{Decoder, Frame, CONTENT_TYPE};
+use tribune_media::relay::{Decoder, Frame, AAC_REQUEST_HEADER, CONTENT_TYPE};
 
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -54,6 +54,26 @@ impl Upstream {
         Ok((status, json))
     }
 
+    /// `GET path` as this node, for files it passes on (HLS files it no
+    /// longer holds): status, headers and body up to `limit` bytes.
+    pub async fn get_file(
+        &self,
+        path: &str,
+        limit: usize,
+    ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+        let by = Instant::now() + API_DEADLINE;
+        let headers = [("Authorization", self.auth.as_str())];
+        let answer = get_with(&self.target, path, &headers, None, None, by)
+            .await
+            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        let (status, head) = (answer.status(), answer.head.headers.clone());
+        let body = answer
+            .body(limit, by)
+            .await
+            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        Ok((status, head, body))
+    }
+
     /// The keys tokens are verified with, as the upstream publishes them.
     pub async fn jwks(&self) -> Result<JwkSet, String> {
         let (status, body) = self.get_json("/.well-known/jwks.json").await?;
@@ -81,6 +101,29 @@ impl Upstream {
     }
 }
 
+/// The upstream's segment summaries of a live space, for seeding.
+fn history_from(
+    upstream: Upstream,
+    id: String,
+) -> impl Fn() -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<crate::live::hls::Sidecar, String>> + Send>,
+> {
+    move || {
+        let (upstream, id) = (upstream.clone(), id.clone());
+        Box::pin(async move {
+            let (status, body) = upstream
+                .get_json(&format!("/spaces/{id}/hls/history.json"))
+                .await?;
+            if status != 200 {
+                return Err(format!(
+                    "the upstream answered {status} for its HLS history"
+                ));
+            }
+            serde_json::from_value(body).map_err(|e| format!("HLS history: {e}"))
+        })
+    }
+}
+
 /// Why a relay stopped for good.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RelayEnd {
@@ -100,6 +143,14 @@ pub async fn pull(upstream: Upstream, live: Arc<LiveSpace>) -> RelayEnd {
     let gaps = metrics::counter!("tribune_relay_gaps_total", "space" => live.id.clone());
     let reconnects =
         metrics::counter!("tribune_relay_reconnects_total", "space" => live.id.clone());
+    if let Some(hls) = live.hls() {
+        // the segments before the first part this edge builds are listed
+        // as the upstream lists them
+        tokio::spawn(crate::live::hls::seed_history(
+            Arc::downgrade(&hls),
+            history_from(upstream.clone(), live.id.clone()),
+        ));
+    }
     loop {
         let from = (attempts > 0).then(|| live.history().next_seq());
         attempts += 1;
@@ -126,10 +177,24 @@ async fn pull_once(
         Some(seq) => format!("/spaces/{}/relay?from={seq}", live.id),
         None => format!("/spaces/{}/relay", live.id),
     };
-    let headers = [
+    // AAC parts from the one after the last this edge has (or all held)
+    let aac_from = live.hls().and_then(|h| {
+        let aac = h.aac.as_ref()?;
+        Some(
+            aac.relay_parts_since(None)
+                .last()
+                .map_or("start".to_string(), |(absolute, _, _)| {
+                    (absolute + 1).to_string()
+                }),
+        )
+    });
+    let mut headers = vec![
         ("Authorization", upstream.auth.as_str()),
         ("Accept", CONTENT_TYPE),
     ];
+    if let Some(from) = &aac_from {
+        headers.push((AAC_REQUEST_HEADER, from.as_str()));
+    }
     let by = Instant::now() + API_DEADLINE;
     let mut answer = get_with(&upstream.target, &path, &headers, None, None, by)
         .await
@@ -175,6 +240,11 @@ async fn pull_once(
                         return Ok(RelayEnd::Ended);
                     }
                     Frame::Keepalive => {}
+                    Frame::AacPart { part, frames } => {
+                        if let Some(hls) = live.hls() {
+                            hls.push_aac_part(part, frames);
+                        }
+                    }
                 }
             }
             if done {

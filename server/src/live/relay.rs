@@ -2,7 +2,9 @@
 //! an edge of an edge), as a stream of `tribune_media::relay` frames: the
 //! epoch, then each group as it closes, resuming at any seq the history
 //! still holds (a marked gap past that), keepalives while nothing happens,
-//! and the end.
+//! and the end. A downstream that asks also gets the AAC rendition's parts
+//! (`media::relay::AAC_REQUEST_HEADER`), and then the end only once the
+//! last AAC part went.
 
 use super::space::LiveSpace;
 use bytes::{Bytes, BytesMut};
@@ -26,13 +28,43 @@ pub struct RelayOut {
     epoch: watch::Receiver<Option<u64>>,
     ending: watch::Receiver<bool>,
     done: bool,
+    /// The track's end was reached (the end frame may wait for AAC).
+    track_done: bool,
+    /// AAC parts, when the downstream asked for them.
+    aac: Option<AacOut>,
+}
+
+struct AacOut {
+    /// The absolute index of the next AAC part to send (`None`: every
+    /// part still held).
+    next: Option<u64>,
+    changes: watch::Receiver<u64>,
+}
+
+/// What a downstream asks of the AAC rendition: nothing, every part held,
+/// or from an absolute part on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AacRequest {
+    None,
+    Held,
+    From(u64),
+}
+
+impl AacRequest {
+    /// The request header's value (absent: no AAC).
+    pub fn parse(value: Option<&str>) -> AacRequest {
+        match value.map(str::trim) {
+            None => AacRequest::None,
+            Some(v) => v.parse().map_or(AacRequest::Held, AacRequest::From),
+        }
+    }
 }
 
 impl RelayOut {
     /// A relay of `live` from packet `from` (the downstream's next seq), or
     /// from the oldest group held when it has none yet. The first frames
     /// say where it starts: a `Gap` when `from` is no longer held.
-    pub fn new(live: Arc<LiveSpace>, from: Option<u64>) -> (RelayOut, BytesMut) {
+    pub fn new(live: Arc<LiveSpace>, from: Option<u64>, aac: AacRequest) -> (RelayOut, BytesMut) {
         let mut first = BytesMut::new();
         let (next_group, next_seq) = {
             let history = live.history();
@@ -58,6 +90,16 @@ impl RelayOut {
                 }
             }
         };
+        let aac = match aac {
+            AacRequest::None => None,
+            AacRequest::Held => Some(None),
+            AacRequest::From(part) => Some(Some(part)),
+        }
+        .and_then(|next| {
+            let hls = live.hls()?;
+            let changes = hls.aac.as_ref()?.subscribe();
+            Some(AacOut { next, changes })
+        });
         let relay = RelayOut {
             groups: live.subscribe_groups(),
             epoch: live.subscribe_epoch(),
@@ -67,6 +109,8 @@ impl RelayOut {
             next_seq,
             epoch_sent: None,
             done: false,
+            track_done: false,
+            aac,
         };
         (relay, first)
     }
@@ -87,6 +131,7 @@ impl RelayOut {
                 _ = self.groups.changed() => {}
                 _ = self.epoch.changed() => {}
                 _ = self.ending.changed() => {}
+                _ = aac_changed(&mut self.aac) => {}
                 _ = tokio::time::sleep(KEEPALIVE) => {
                     encode(&Frame::Keepalive, &mut out);
                     return Some(out.freeze());
@@ -135,9 +180,49 @@ impl RelayOut {
                 ended |= g.last;
             }
         }
-        if ended || (*self.ending.borrow() && self.live.audience.ring().ended()) {
+        self.track_done |= ended || (*self.ending.borrow() && self.live.audience.ring().ended());
+        let aac_done = self.collect_aac(out);
+        if self.track_done && aac_done {
             encode(&Frame::End, out);
             self.done = true;
         }
+    }
+
+    /// AAC parts not sent yet; true when the rendition has ended and all
+    /// of it went (or no AAC was asked for).
+    fn collect_aac(&mut self, out: &mut BytesMut) -> bool {
+        let Some(aac) = &mut self.aac else {
+            return true;
+        };
+        let Some(hls) = self.live.hls() else {
+            return true;
+        };
+        let Some(rendition) = hls.aac.as_ref() else {
+            return true;
+        };
+        aac.changes.borrow_and_update();
+        for (absolute, part, frames) in rendition.relay_parts_since(aac.next) {
+            encode(
+                &Frame::AacPart {
+                    part,
+                    frames: frames.to_vec(),
+                },
+                out,
+            );
+            aac.next = Some(absolute + 1);
+        }
+        let ended = rendition.read().index.ended();
+        ended
+    }
+}
+
+async fn aac_changed(aac: &mut Option<AacOut>) {
+    match aac {
+        Some(aac) => {
+            if aac.changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }

@@ -3,6 +3,7 @@
 //! that write to them, and the flush clock that wakes them once per flush.
 
 use super::audience::Audience;
+use super::hls::{Hls, HlsOptions};
 use super::recorder::{self, RecorderHandle};
 use super::shard::Shards;
 use crate::config::Config;
@@ -48,6 +49,9 @@ pub struct LiveSpace {
     burst_samples: u64,
     slow_listener_ms: u64,
     packets_metric: metrics::Counter,
+    /// The HLS tier of this space on this node (`hls.rs`), fed every
+    /// closed group in `emit`.
+    hls: Option<Arc<Hls>>,
 }
 
 /// Audio a source that fell behind (a network hiccup, a reconnect) may make
@@ -111,6 +115,14 @@ impl LiveSpace {
         }
         let recorder = recorder::spawn(id.to_string(), file, Duration::from_millis(cfg.fsync_ms));
         let program = Program::resume(stream_serial(id), title, cfg.group_samples(), &recovered);
+        let hls = hls_of(cfg, id, true);
+        if let Some(hls) = &hls {
+            // a resumed track lists its earlier segments from the recording
+            tokio::spawn(super::hls::seed_history(
+                Arc::downgrade(hls),
+                super::hls::from_recording(path.clone(), cfg.aac_config()),
+            ));
+        }
         Ok(LiveSpace::start(
             cfg,
             health,
@@ -119,6 +131,7 @@ impl LiveSpace {
             peak,
             program,
             Some(recorder),
+            hls,
         ))
     }
 
@@ -126,9 +139,16 @@ impl LiveSpace {
     /// no sources; groups and epochs come through `push_group`.
     pub fn relayed(cfg: &Config, health: Arc<Health>, id: &str, title: &str) -> Arc<LiveSpace> {
         let program = Program::new(stream_serial(id), title, cfg.group_samples());
-        LiveSpace::start(cfg, health, id, title, 0, program, None)
+        let hls = hls_of(cfg, id, false);
+        LiveSpace::start(cfg, health, id, title, 0, program, None, hls)
     }
 
+    /// The space's HLS tier on this node, unless the node serves none.
+    pub fn hls(&self) -> Option<Arc<Hls>> {
+        self.hls.clone()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start(
         cfg: &Config,
         health: Arc<Health>,
@@ -137,6 +157,7 @@ impl LiveSpace {
         peak: u64,
         program: Program,
         recorder: Option<RecorderHandle>,
+        hls: Option<Arc<Hls>>,
     ) -> Arc<LiveSpace> {
         let (ending, _) = watch::channel(false);
         let ring = ChunkRing::bounded(cfg.ring_chunks(), cfg.ring_bytes());
@@ -164,6 +185,7 @@ impl LiveSpace {
             burst_samples: cfg.burst_ms * SAMPLE_RATE / 1000,
             slow_listener_ms: cfg.slow_listener_ms,
             packets_metric: metrics::counter!("tribune_ingest_packets_total", "space" => id.to_string()),
+            hls,
         });
         tokio::spawn(flush_clock(
             Arc::downgrade(&live),
@@ -278,6 +300,9 @@ impl LiveSpace {
         for p in out.publish {
             self.audience.stage(p.page, p.samples, p.last, p.seqs);
         }
+        if let Some(hls) = &self.hls {
+            hls.push_groups(&out.groups);
+        }
         if let Some(last) = out.groups.last().map(|g| g.index) {
             let mut history = self.history.write().unwrap_or_else(|e| e.into_inner());
             for g in out.groups {
@@ -308,6 +333,9 @@ impl LiveSpace {
         self.ending.send_replace(true);
         let out = self.lock_program().finish();
         self.emit(out);
+        if let Some(hls) = &self.hls {
+            hls.finish();
+        }
         self.audience.flush();
     }
 
@@ -317,6 +345,11 @@ impl LiveSpace {
         self.ending.send_replace(true);
         let out = self.lock_program().finish();
         self.emit(out);
+        if let Some(hls) = &self.hls {
+            hls.finish();
+            // the replay's HLS playlists come from what the tier wrote
+            hls.wait_finished(Duration::from_secs(5)).await;
+        }
         self.audience.flush();
         match &self.recorder {
             Some(recorder) => recorder.finish().await,
@@ -338,6 +371,24 @@ impl LiveSpace {
     pub fn recorded_end(&self) -> bool {
         self.lock_program().finished()
     }
+}
+
+/// The HLS tier of a space on this node: the origin encodes the AAC
+/// rendition and keeps the summaries with the recording; an edge takes
+/// AAC from its relay.
+fn hls_of(cfg: &Config, id: &str, origin: bool) -> Option<Arc<Hls>> {
+    cfg.hls.then(|| {
+        Hls::new(
+            id,
+            HlsOptions {
+                layout: tribune_media::hls::HlsLayout::DEFAULT,
+                retained_segments: cfg.hls_retained_segments,
+                aac: cfg.aac_config(),
+                encode_aac: origin,
+                sidecar: origin.then(|| super::hls::sidecar_path(&cfg.data, id)),
+            },
+        )
+    })
 }
 
 /// One wake-up per flush for all listeners of the space, and none when

@@ -221,3 +221,72 @@ impl Drop for Postgres {
         self.stop();
     }
 }
+
+/// Debian's nginx with `deploy/nginx/tribune-hls.conf` in front of a
+/// node: its own prefix, cache and logs in a temp dir, in the foreground.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(upstream: std::net::SocketAddr) -> Nginx {
+        let nginx = Path::new("/usr/sbin/nginx");
+        assert!(
+            nginx.exists(),
+            "nginx is not installed: run ./scripts/test.sh, which installs it"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let template =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/tribune-hls.conf");
+        let site = std::fs::read_to_string(&template)
+            .expect("deploy/nginx/tribune-hls.conf")
+            .replace(
+                "/var/cache/nginx/tribune-hls",
+                &dir.path().join("cache").to_string_lossy(),
+            )
+            .replace("listen 8088 ", &format!("listen 127.0.0.1:{port} "));
+        std::fs::write(dir.path().join("tribune-hls.conf"), site).unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             upstream tribune {{ server {upstream}; keepalive 16; }}\n  include {d}/tribune-hls.conf;\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        wait_for_port(port, "nginx");
+        Nginx { child, port, dir }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// nginx's log of requests (one line each).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
