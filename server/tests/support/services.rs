@@ -270,7 +270,7 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        wait_for_port(port, "nginx");
+        wait_for_port("127.0.0.1", port, "nginx");
         Nginx { child, port, dir }
     }
 
