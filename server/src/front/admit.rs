@@ -481,6 +481,11 @@ async fn page_admission(
             metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
             let mut body = r.to_json();
             body["state"] = json!("waiting");
+            // the tier any cache carries, a few seconds behind: the page
+            // plays it while it waits (playlists hand a `?token=` on)
+            if r.waiting.is_some() {
+                body["hls"] = json!(urls.hls);
+            }
             // nodes of the fleet with room, for a page that would rather move
             if let Some(fleet) = &app.fleet {
                 let alternates: Vec<String> = fleet
