@@ -510,11 +510,18 @@ async fn page_admission(
 
 /// A live stream asked for on a kept-alive connection: send the client to
 /// a fresh connection, where the front door serves it.
-async fn live_elsewhere(Path(id): Path<String>) -> Response {
+/// The query goes along: it carries the page's pass (`?ticket=`), the
+/// token of a private space and `from=SEQ`; without it a full node would
+/// turn away the listener it had just given a slot.
+async fn live_elsewhere(
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     (
         StatusCode::TEMPORARY_REDIRECT,
         [
-            (header::LOCATION, format!("/spaces/{id}/live.opus")),
+            (header::LOCATION, format!("/spaces/{id}/live.opus{query}")),
             (header::CONNECTION, "close".to_string()),
         ],
     )
