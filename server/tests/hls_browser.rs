@@ -197,7 +197,10 @@ fn check_back(back: &Value) {
     // here; 1 s is far above a cross-fade's dip and under a restart's.
     let silence = longest_silence_ms(&moved);
     eprintln!("the move: longest silence {silence} ms");
-    assert!(silence < 1000, "{silence} ms of silence in the move: {back}");
+    assert!(
+        silence < 1000,
+        "{silence} ms of silence in the move: {back}"
+    );
 }
 
 #[test]
