@@ -74,19 +74,58 @@ fn assert_tone(wav: &str, what: &str) {
     );
 }
 
-/// Runs hls_tier.mjs `mode` against a live space with a 440 Hz source on a
-/// node started with `args`; returns its events.
-fn run(mode: &str, args: &[&str]) -> Vec<Value> {
+/// A live private space: (id, host token).
+fn private_space(s: &Server) -> (String, String) {
+    let admin = s.token("admin", None, "1h");
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/spaces",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        Some(r#"{"title":"HLS tier, members only","private":true}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let id = v["id"].as_str().expect("id").to_string();
+    let host = v["host_token"].as_str().expect("host token").to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        &format!("/api/spaces/{id}/start"),
+        &[("Authorization", &format!("Bearer {host}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    (id, host)
+}
+
+/// Runs hls_tier.mjs `mode` against a live space (private: opened with a
+/// listener link) with a 440 Hz source on a node started with `args`;
+/// returns its events.
+fn run(mode: &str, private: bool, args: &[&str]) -> Vec<Value> {
     let e2e = e2e();
     let s = Server::start(args);
-    let (id, host) = s.live_space("HLS tier");
+    let (id, host) = if private {
+        private_space(&s)
+    } else {
+        s.live_space("HLS tier")
+    };
+    let page = if private {
+        let listener = s.mint(&id, &host, "listener", "lin");
+        s.url(&format!("/spaces/{id}#token={listener}"))
+    } else {
+        s.url(&format!("/spaces/{id}"))
+    };
     let mut source = ffmpeg_source(s.addr, &id, &host, 170.0, 440);
     // parts are 1 s: a few of them, so hls.js finds a playlist with parts
-    s.wait_for_packets(&id, 200);
+    let ok = eventually(std::time::Duration::from_secs(15), || {
+        s.info_as(&id, &host)["packets"].as_u64().unwrap_or(0) > 200
+    });
+    assert!(ok, "the source never got going: {}", s.info_as(&id, &host));
     let mut child = Command::new("node")
         .arg(e2e.join("hls_tier.mjs"))
         .arg(mode)
-        .arg(s.url(&format!("/spaces/{id}")))
+        .arg(page)
         .arg(artifacts())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -205,9 +244,17 @@ fn check_back(back: &Value) {
 
 #[test]
 fn hls_tier_plays_through_hls_js_and_moves_back_when_asked() {
-    let events = run("forced", &[]);
+    // a private space: the page hands its token to the playlists, which hand it on
+    let events = run("forced", true, &[]);
     check_hls(event(&events, "hls"));
     let hls = event(&events, "hls");
+    assert!(
+        hls["src"].as_str().unwrap_or("").contains("token="),
+        "{hls}"
+    );
+    let back = event(&events, "back");
+    let src = back["src"].as_str().unwrap_or("");
+    assert!(src.contains("ticket=") && src.contains("token="), "{back}");
     assert!(
         !hls["tier_text"].as_str().unwrap_or("").contains("in line"),
         "not in line: {hls}"
@@ -217,7 +264,7 @@ fn hls_tier_plays_through_hls_js_and_moves_back_when_asked() {
 
 #[test]
 fn a_listener_the_door_turns_away_plays_hls_and_moves_back_when_there_is_room() {
-    let events = run("overflow", &["--max-listeners", "1"]);
+    let events = run("overflow", false, &["--max-listeners", "1"]);
     let hls = event(&events, "hls");
     check_hls(hls);
     let text = hls["tier_text"].as_str().unwrap_or("");

@@ -101,7 +101,9 @@ try {
     step = "open";
     const page = ctx.pages()[0] || await ctx.newPage();
     watch(page, "page");
-    await page.goto(url + (url.includes("?") ? "&" : "?") + "player=hls", { waitUntil: "commit" });
+    const forced = new URL(url);
+    forced.searchParams.set("player", "hls"); // before any #token= fragment
+    await page.goto(forced.href, { waitUntil: "commit" });
     await onHls(page, "forced");
     await back(page, "forced", () => page.click("#back-to-low"));
   } else {
