@@ -1838,7 +1838,7 @@ async function listenerPage(id) {
   function renderHls() {
     const st = player.state, behind = player.behindMs;
     const far = behind != null && behind > 12000;
-    const ahead = line ? ` The low-latency stream is full: you're number ${line.position} in line${line.asked ? "; moving back as soon as there's room" : " and move back by yourself when there's room"}.` : "";
+    const ahead = line ? `Low latency is full: you're number ${line.position} in line${line.asked ? "; moving back as soon as there's room" : " and move back by yourself"}.` : "";
     const words = {
       idle: ["Connecting…", ""],
       connecting: ["Connecting…", "Joining the live audio a few seconds behind."],
@@ -1851,7 +1851,7 @@ async function listenerPage(id) {
     }[st] || [st, ""];
     playerUI(words[0], words[1], st !== "failed");
     $("#tier").hidden = false;
-    $("#tier-text").textContent = (switching === low ? "Moving to the low-latency stream…" : "Playing the stream every node and cache carries, a few seconds behind.") + ahead;
+    $("#tier-text").textContent = switching === low ? "Moving to the low-latency stream…" : ahead || "The stream every node and cache carries.";
     $("#back-to-low").disabled = switching === low || !!(line && line.asked);
     playerData();
   }
