@@ -17,6 +17,8 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={HLS_JS}");
     println!("cargo:rerun-if-changed=../web/package-lock.json");
+    // written by every `npm ci`, with the time of the install
+    println!("cargo:rerun-if-changed=../web/node_modules/.package-lock.json");
     let bytes = match std::fs::read(HLS_JS) {
         Ok(b) => b,
         Err(e) => {
