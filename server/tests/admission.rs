@@ -175,6 +175,14 @@ fn browsers_get_a_waiting_room_page_and_pages_get_a_pass() {
     );
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["state"], "waiting");
+    // and where to listen meanwhile: the HLS tier, a few seconds behind
+    assert!(
+        r.json()["hls"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/spaces/{id}/hls/master.m3u8"))),
+        "{}",
+        r.text()
+    );
     // the pass holder opens the stream
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let (p, q) = path.split_once('?').unwrap();
