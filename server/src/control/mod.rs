@@ -237,7 +237,7 @@ pub fn origin_only(app: &App) -> Result<(), ApiError> {
             StatusCode::MISDIRECTED_REQUEST,
             format!(
                 "this node is an edge of {}: send this to the origin",
-                up.url
+                up.url()
             ),
         )),
         None => Ok(()),
