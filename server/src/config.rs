@@ -68,7 +68,8 @@ pub struct Config {
     pub rtc_listen: Option<SocketAddr>,
     /// The IP peers are told to send to, when `rtc_listen` is a wildcard.
     pub rtc_public_ip: Option<std::net::IpAddr>,
-    /// Run as an edge of this node (`http://host:port`): carry its spaces.
+    /// Run as an edge of this node (`http://host:port`), or of the first of
+    /// several (comma separated) that answers: carry its spaces.
     pub upstream: Option<String>,
     /// This node's token (role `node`) for its upstream.
     pub node_token: Option<String>,
@@ -174,9 +175,17 @@ impl Config {
                     .into(),
             );
         }
-        if let Some(url) = &self.upstream {
-            if !url.starts_with("http://") {
-                return Err(format!("--upstream {url:?}: expected http://host:port"));
+        if let Some(urls) = &self.upstream {
+            let urls: Vec<&str> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect();
+            if urls.is_empty() {
+                return Err("--upstream: expected http://host:port[,http://host:port…]".into());
+            }
+            if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
+                return Err(format!("--upstream {bad:?}: expected http://host:port"));
             }
         }
         Ok(())

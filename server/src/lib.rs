@@ -92,7 +92,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     println!("tribune listening on {base}");
     match &app.upstream {
-        Some(up) => println!("edge of {} (relays its spaces; mints no tokens)", up.url),
+        Some(up) => println!(
+            "edge of {} (relays its spaces; mints no tokens)",
+            up.urls().join(", ")
+        ),
         None => {
             let admin = Claims::new("admin", Role::Admin, None, clock::wall_secs(), 30 * 86_400);
             let admin_token = app.keys.sign(&admin)?;

@@ -88,6 +88,8 @@ struct ServeArgs {
     #[arg(long)]
     rtc_public_ip: Option<std::net::IpAddr>,
     /// Run as an edge of this node (http://host:port): carry its spaces.
+    /// Several, comma separated, preferred first: when the one in use
+    /// fails, the next takes over and relays resume there by seq.
     #[arg(long)]
     upstream: Option<String>,
     /// This node's token for its upstream (tribune token --role node).

@@ -255,3 +255,58 @@ fn the_relay_link_takes_only_node_tokens_and_no_edge_mints_access() {
     assert!(origin_keys["keys"][0]["x"].is_string());
     assert!(origin_keys["keys"][0].get("d").is_none(), "no private part");
 }
+
+#[test]
+fn an_edge_of_several_upstreams_goes_on_from_the_next_when_its_upstream_dies() {
+    let origin = Server::start(&[]);
+    let (id, host) = origin.live_space("Two ways up");
+    let node = origin.token("node", None, "1h");
+    let mut mid = Server::start(&["--upstream", &origin.url(""), "--node-token", &node]);
+    // the leaf's first choice does not answer at all: it starts on the next
+    let dead = free_addr();
+    let upstreams = format!("http://{dead},{},{}", mid.url(""), origin.url(""));
+    let leaf = Server::start(&["--upstream", &upstreams, "--node-token", &node]);
+    let mut source = ffmpeg_source(origin.addr, &id, &host, 30.0, 440);
+    origin.wait_for_packets(&id, 100);
+
+    // a listener on the leaf hears on while the mid edge it pulls from dies
+    let listener = {
+        let (id, addr) = (id.clone(), leaf.addr);
+        std::thread::spawn(move || listen(addr, &id, "", 9.0))
+    };
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        metric(&mid.metrics(), "tribune_relays_total", ""),
+        1.0,
+        "the leaf pulls through the mid edge: {}",
+        mid.metrics()
+    );
+    mid.kill9();
+    let (_, body) = listener.join().unwrap();
+    let pages = ogg_pages(&body);
+    let sequences: Vec<u32> = pages.iter().map(|p| p.header.sequence).collect();
+    for pair in sequences.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "no page lost, none repeated");
+    }
+    let audio: Vec<u64> = pages
+        .iter()
+        .filter(|p| p.header.sequence >= 2)
+        .map(|p| p.header.granule)
+        .collect();
+    let heard_s = (audio.last().unwrap() - audio.first().unwrap()) as f64 / 48_000.0;
+    assert!(heard_s > 6.0, "only {heard_s:.1} s of audio in 9 s");
+    assert_eq!(
+        metric(&leaf.metrics(), "tribune_relay_gaps_total", ""),
+        0.0,
+        "resumed on the origin with no gap: {}",
+        leaf.metrics()
+    );
+    assert!(
+        metric(&leaf.metrics(), "tribune_upstream_switches_total", "") >= 2.0,
+        "from the dead address to the mid edge, then to the origin: {}",
+        leaf.metrics()
+    );
+    assert!(metric(&origin.metrics(), "tribune_relays_total", "") >= 2.0);
+    let _ = source.kill();
+    let _ = source.wait();
+}

@@ -264,6 +264,10 @@ fn listeners_get_clear_answers_for_every_state() {
     assert!(eventually(Duration::from_secs(5), || {
         s.info(&live_id)["listeners"] == 1
     }));
+    // a load balancer asking the node's health is told it is full
+    let r = request(s.addr, "GET", "/healthz", &[], None);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().starts_with("full"), "{}", r.text());
     let r = request(
         s.addr,
         "GET",

@@ -10,10 +10,11 @@
 //! names are a VOD from the recording. Files are immutable with a strong
 //! ETag from their bytes; playlists live for at most a second in caches.
 
-use super::spaces::{App, OnAir};
+use super::spaces::App;
 use super::{query_token, readable_entry, ApiError, Shared};
 use crate::live::hls::{etag_of, sidecar_path, Hls, Kind, Rendition, Sidecar, Tagged};
 use crate::live::recorder::recording_path;
+use crate::stage::OnAir;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

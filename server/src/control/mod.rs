@@ -238,7 +238,7 @@ pub fn origin_only(app: &App) -> Result<(), ApiError> {
             StatusCode::MISDIRECTED_REQUEST,
             format!(
                 "this node is an edge of {}: send this to the origin",
-                up.url
+                up.url()
             ),
         )),
         None => Ok(()),
@@ -279,6 +279,30 @@ pub fn ignore_unknown_range(mut req: Request) -> Request {
     req
 }
 
+/// For a load balancer in front of the fleet: 200 while this node admits
+/// listeners; 503 (and why) while it is full or its own measures stop it.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let listeners = app.health.listeners();
+    let capacity = app.cfg.max_listeners;
+    let refuse = |why: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            why,
+        )
+            .into_response()
+    };
+    if !app.health.healthy() {
+        refuse(format!(
+            "overloaded: not admitting while the fan-out runs late ({listeners} listeners)\n"
+        ))
+    } else if listeners >= capacity {
+        refuse(format!("full: {listeners} of {capacity} listeners\n"))
+    } else {
+        "ok".into_response()
+    }
+}
+
 /// Every route the control plane answers.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -287,7 +311,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(relay_api::routes())
         .merge(fleet_api::routes())
         .merge(hls_api::routes())
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(stage_api::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

@@ -4,9 +4,10 @@
 //! token, or none, gets a clear 401/403.
 
 use super::auth;
-use super::spaces::{App, OnAir};
+use super::spaces::App;
 use super::{bearer, ApiError, ApiResult, Shared};
 use crate::live::relay::{AacRequest, RelayOut};
+use crate::stage::OnAir;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};

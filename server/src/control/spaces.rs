@@ -10,7 +10,7 @@ use crate::clock::{wall_ms, Mono};
 use crate::config::Config;
 use crate::health::Health;
 use crate::live::LiveSpace;
-use crate::stage::{RtcHub, StageHub};
+use crate::stage::{OnAir, RtcHub, StageHub};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
 use std::collections::HashMap;
@@ -18,14 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use tribune_core::admission::IpRate;
 use tribune_core::space::{SpaceState, Transition};
-
-/// A live space on this node: its program, and the stage feeding it (on
-/// the origin; an edge relays the program and has no stage).
-#[derive(Clone)]
-pub struct OnAir {
-    pub space: Arc<LiveSpace>,
-    pub stage: Option<Arc<StageHub>>,
-}
 
 #[derive(Clone)]
 pub struct SpaceEntry {

@@ -4,13 +4,14 @@
 //! hub's (`stage::hub`): these handlers check who asks and answer.
 
 use super::auth;
-use super::spaces::{App, OnAir, SpaceEntry};
+use super::spaces::{App, SpaceEntry};
 use super::{
     bearer, entry_or_404, ignore_unknown_range, readable_entry, space_json, ApiError, ApiResult,
     Shared,
 };
 use crate::clock::{wall_ms, wall_secs};
 use crate::stage::tracks::{list_tracks, track_title, tracks_dir};
+use crate::stage::OnAir;
 use crate::stage::{JoinError, StageHub};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};

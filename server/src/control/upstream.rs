@@ -7,17 +7,29 @@ use crate::clock::wall_ms;
 use crate::live::LiveSpace;
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tribune_client::stream::{get_with, parse_url, Failure, Target};
+use tribune_client::stream::{get_with, parse_url, Target};
 use tribune_media::chunked::ChunkedDecoder;
 use tribune_media::relay::{Decoder, Frame, AAC_REQUEST_HEADER, CONTENT_TYPE};
 
+/// The nodes this edge may pull from, in order of preference: the first
+/// that answers serves every call and relay until it fails, then the next
+/// one does (they all carry the same track, so a relay resumes there by
+/// seq as it would on the same node).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    pub url: String,
-    target: Target,
+    links: Arc<[Link]>,
+    /// Index into `links` of the one in use.
+    current: Arc<AtomicUsize>,
     auth: String,
+}
+
+#[derive(Debug)]
+struct Link {
+    url: String,
+    target: Target,
 }
 
 /// How long an API call to the upstream may take.
@@ -26,30 +38,91 @@ const API_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Upstream {
-    /// `url`: the upstream's base URL (`http://host:port`); `token`: this
-    /// node's token (role `node`).
-    pub fn new(url: &str, token: &str) -> Result<Upstream, String> {
-        let url = url.trim_end_matches('/').to_string();
-        let target = parse_url(&url)?;
+    /// `urls`: the upstreams' base URLs (`http://host:port`), comma
+    /// separated, preferred first; `token`: this node's token (role `node`).
+    pub fn new(urls: &str, token: &str) -> Result<Upstream, String> {
+        let links = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                let url = u.trim_end_matches('/').to_string();
+                let target = parse_url(&url)?;
+                Ok(Link { url, target })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if links.is_empty() {
+            return Err("--upstream: no URL given".into());
+        }
         Ok(Upstream {
-            url,
-            target,
+            links: links.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             auth: format!("Bearer {token}"),
         })
+    }
+
+    /// The upstream in use now.
+    pub fn url(&self) -> &str {
+        &self.link(self.current.load(Ordering::Relaxed)).url
+    }
+
+    /// Every upstream, preferred first.
+    pub fn urls(&self) -> Vec<&str> {
+        self.links.iter().map(|l| l.url.as_str()).collect()
+    }
+
+    fn link(&self, index: usize) -> &Link {
+        &self.links[index % self.links.len()]
+    }
+
+    /// The upstream at `index` failed: the next one takes over, unless
+    /// another caller has already moved on.
+    fn failed(&self, index: usize) {
+        let next = (index + 1) % self.links.len();
+        if next != index
+            && self
+                .current
+                .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            metrics::counter!("tribune_upstream_switches_total").increment(1);
+            tracing::warn!(from = %self.link(index).url, to = %self.link(next).url, "upstream failed; using the next one");
+        }
+    }
+
+    /// `GET path` as this node on the upstream in use, moving on to the
+    /// next one when it cannot be reached or answers 5xx.
+    async fn get(
+        &self,
+        path: &str,
+        extra: &[(&str, &str)],
+        by: Instant,
+    ) -> Result<(usize, tribune_client::stream::Answer), String> {
+        let mut headers = vec![("Authorization", self.auth.as_str())];
+        headers.extend_from_slice(extra);
+        let mut last = String::new();
+        for _ in 0..self.links.len() {
+            let index = self.current.load(Ordering::Relaxed) % self.links.len();
+            let link = self.link(index);
+            match get_with(&link.target, path, &headers, None, None, by).await {
+                Ok(answer) if answer.status() < 500 => return Ok((index, answer)),
+                Ok(answer) => last = format!("upstream {} answered {}", link.url, answer.status()),
+                Err(e) => last = format!("upstream {}: {e:?}", link.url),
+            }
+            self.failed(index);
+        }
+        Err(last)
     }
 
     /// `GET path` as this node: the status and the JSON body.
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), String> {
         let by = Instant::now() + API_DEADLINE;
-        let headers = [("Authorization", self.auth.as_str())];
-        let answer = get_with(&self.target, path, &headers, None, None, by)
-            .await
-            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        let (index, answer) = self.get(path, &[], by).await?;
         let status = answer.status();
         let body = answer
             .body(1 << 20, by)
             .await
-            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+            .map_err(|e| format!("upstream {}: {e:?}", self.link(index).url))?;
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         Ok((status, json))
     }
@@ -62,15 +135,12 @@ impl Upstream {
         limit: usize,
     ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
         let by = Instant::now() + API_DEADLINE;
-        let headers = [("Authorization", self.auth.as_str())];
-        let answer = get_with(&self.target, path, &headers, None, None, by)
-            .await
-            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+        let (index, answer) = self.get(path, &[], by).await?;
         let (status, head) = (answer.status(), answer.head.headers.clone());
         let body = answer
             .body(limit, by)
             .await
-            .map_err(|e| format!("upstream {}: {e:?}", self.url))?;
+            .map_err(|e| format!("upstream {}: {e:?}", self.link(index).url))?;
         Ok((status, head, body))
     }
 
@@ -80,7 +150,7 @@ impl Upstream {
         if status != 200 {
             return Err(format!(
                 "upstream {} answered {status} for its keys",
-                self.url
+                self.url()
             ));
         }
         serde_json::from_value(body).map_err(|e| format!("upstream keys: {e}"))
@@ -94,7 +164,7 @@ impl Upstream {
             200 => Ok(()),
             _ => Err(format!(
                 "upstream {} refused this node's token ({status}): {}",
-                self.url,
+                self.url(),
                 body["error"].as_str().unwrap_or("")
             )),
         }
@@ -157,7 +227,7 @@ pub async fn pull(upstream: Upstream, live: Arc<LiveSpace>) -> RelayEnd {
         match pull_once(&upstream, &live, from, &gaps).await {
             Ok(end) => return end,
             Err(e) => {
-                tracing::info!(space = %live.id, upstream = %upstream.url, error = %e, "relay link dropped; resuming");
+                tracing::info!(space = %live.id, upstream = %upstream.url(), error = %e, "relay link dropped; resuming");
                 reconnects.increment(1);
             }
         }
@@ -188,22 +258,31 @@ async fn pull_once(
                 }),
         )
     });
-    let mut headers = vec![
-        ("Authorization", upstream.auth.as_str()),
-        ("Accept", CONTENT_TYPE),
-    ];
+    let mut headers = vec![("Accept", CONTENT_TYPE)];
     if let Some(from) = &aac_from {
         headers.push((AAC_REQUEST_HEADER, from.as_str()));
     }
     let by = Instant::now() + API_DEADLINE;
-    let mut answer = get_with(&upstream.target, &path, &headers, None, None, by)
-        .await
-        .map_err(|e: Failure| format!("{e:?}"))?;
+    let (index, answer) = upstream.get(&path, &headers, by).await?;
     match answer.status() {
         200 => {}
         404 | 410 => return Ok(RelayEnd::Gone),
         status => return Err(format!("upstream answered {status}")),
     }
+    // a link that drops once it is flowing hands over to the next upstream
+    let result = relay_frames(answer, live, gaps).await;
+    if result.is_err() {
+        upstream.failed(index);
+    }
+    result
+}
+
+/// Feeds the relay's frames into `live` until the end or a drop.
+async fn relay_frames(
+    mut answer: tribune_client::stream::Answer,
+    live: &Arc<LiveSpace>,
+    gaps: &metrics::Counter,
+) -> Result<RelayEnd, String> {
     let mut chunked = answer.head.chunked().then(ChunkedDecoder::default);
     let mut decoder = Decoder::default();
     let mut body = Vec::new();

@@ -7,7 +7,6 @@
 //! publishes silence for the parts it cannot encode in time; both are
 //! counted in the metrics, and the rendition's timeline never stops.
 
-use super::hls::Hls;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -27,6 +26,13 @@ enum Input {
     Finish,
 }
 
+/// Where the encoder publishes its parts: the space's AAC rendition
+/// (`hls.rs`), held weakly so the thread never keeps an ended space alive.
+pub trait AacOutput: Send + Sync {
+    fn push_aac_part(&self, part: PartId, frames: Vec<Frame>);
+    fn aac_finished(&self);
+}
+
 pub struct AacFeed {
     tx: SyncSender<Input>,
     queued: Arc<AtomicUsize>,
@@ -36,7 +42,12 @@ pub struct AacFeed {
 }
 
 impl AacFeed {
-    pub fn spawn(space: &str, layout: HlsLayout, config: AacLcConfig, hls: Weak<Hls>) -> AacFeed {
+    pub fn spawn(
+        space: &str,
+        layout: HlsLayout,
+        config: AacLcConfig,
+        hls: Weak<dyn AacOutput>,
+    ) -> AacFeed {
         let (tx, rx) = mpsc::sync_channel(QUEUE_BATCHES);
         let queued = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
@@ -96,7 +107,7 @@ struct Encoder {
     space: String,
     layout: HlsLayout,
     config: AacLcConfig,
-    hls: Weak<Hls>,
+    hls: Weak<dyn AacOutput>,
     rx: Receiver<Input>,
     queued: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,

@@ -11,7 +11,7 @@
 //! playlists list the segments before its own first one (seeded from the
 //! upstream or the recording) before they are served.
 
-use super::aac::AacFeed;
+use super::aac::{AacFeed, AacOutput};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -369,13 +369,14 @@ impl Hls {
         let mut variants = vec![Variant::opus(OPUS_NOMINAL_BITRATE)];
         variants.extend(aac.map(Variant::aac));
         let master = Tagged::new(Bytes::from(multivariant_playlist(&variants)));
-        Arc::new_cyclic(|me| Hls {
+        Arc::new_cyclic(|me: &std::sync::Weak<Hls>| Hls {
             space: space.to_string(),
             layout,
             opus,
             aac_feed: match aac {
                 Some(config) if encode_aac => {
-                    Some(AacFeed::spawn(space, layout, config, me.clone()))
+                    let out: std::sync::Weak<dyn AacOutput> = me.clone();
+                    Some(AacFeed::spawn(space, layout, config, out))
                 }
                 _ => None,
             },
@@ -552,6 +553,16 @@ impl SummaryRecord {
             },
             parts: self.parts,
         }
+    }
+}
+
+impl AacOutput for Hls {
+    fn push_aac_part(&self, part: PartId, frames: Vec<Frame>) {
+        Hls::push_aac_part(self, part, frames);
+    }
+
+    fn aac_finished(&self) {
+        Hls::aac_finished(self);
     }
 }
 

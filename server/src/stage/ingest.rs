@@ -3,8 +3,8 @@
 //! paced to real time, and pushed onto the program directly, or into the
 //! stage's mix while speakers are on stage.
 
+use super::OnAir;
 use crate::clock::wall_ms;
-use crate::control::spaces::OnAir;
 use crate::live::SourceSlot;
 use bytes::BytesMut;
 use std::time::Duration;

@@ -13,3 +13,14 @@ pub mod tracks;
 
 pub use hub::{JoinError, Joined, StageHub};
 pub use rtc::RtcHub;
+
+use crate::live::LiveSpace;
+use std::sync::Arc;
+
+/// A live space on this node: its program, and the stage feeding it (on
+/// the origin; an edge relays the program and has no stage).
+#[derive(Clone)]
+pub struct OnAir {
+    pub space: Arc<LiveSpace>,
+    pub stage: Option<Arc<StageHub>>,
+}
