@@ -1919,6 +1919,11 @@ async function listenerPage(id) {
     if (a.state === "admitted" && a.live) {
       pausedAt = 0;
       line = null;
+      if (player.tier === "hls" && player.state === "paused" && !byListener) {
+        // paused on purpose: don't start sound; "Back to low latency" asks again
+        renderPlayer();
+        return;
+      }
       if (player.tier === "hls") {
         // from the HLS tier: cross-fade to the low-latency stream; if it won't start, stay and ask again later
         if (!(await switchTo(low, a.live)) && mode === "live" && !speaking) {
