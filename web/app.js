@@ -848,6 +848,36 @@ const PLAYER = {
   holdS: 3,      // decoded audio kept ahead in the worklet; the rest waits encoded
 };
 
+/**
+ * The page's one audio output for the program, whichever tier plays it:
+ * each player has its own gain into `master`, so moving between the
+ * low-latency stream and HLS is a cross-fade in one AudioContext (and
+ * web/e2e records `master` across the move). Null without Web Audio.
+ */
+let programOut = null;
+function programOutput() {
+  if (programOut) return programOut;
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return null;
+  let ctx;
+  try { ctx = new Ctx({ sampleRate: RATE, latencyHint: "interactive" }); } catch { ctx = new Ctx(); }
+  mark("context");
+  const master = ctx.createGain();
+  master.connect(ctx.destination);
+  programOut = { ctx, master };
+  window.tribuneOutput = programOut; // web/e2e
+  return programOut;
+}
+
+/** A gain node's level to `v` now, or along a ramp of `secs`. */
+function rampGain(node, v, secs) {
+  if (!node) return;
+  const g = node.gain, t = node.context.currentTime;
+  g.cancelScheduledValues(t);
+  g.setValueAtTime(g.value, t);
+  if (secs > 0) g.linearRampToValueAtTime(v, t + secs); else g.setValueAtTime(v, t);
+}
+
 /** Ogg pages from a byte stream that arrives in pieces; packets are reassembled across pages. */
 class OggReader {
   constructor() { this.buf = new Uint8Array(0); this.partial = null; }
@@ -1027,7 +1057,7 @@ class WebAudioPlayer {
     try { return !!(await AudioDecoder.isConfigSupported({ codec: "opus", sampleRate: RATE, numberOfChannels: 1 })).supported; } catch { return false; }
   }
   constructor(hooks) {
-    this.hooks = hooks; this.engine = "webaudio";
+    this.hooks = hooks; this.engine = "webaudio"; this.tier = "low";
     this.state = "idle"; this.src = ""; this.ctx = null; this.node = null; this.output = null;
     this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
     this.gen = 0; this.paused = false; this.stallLog = []; this.resumes = 0; this.seqGap = 0;
@@ -1036,19 +1066,16 @@ class WebAudioPlayer {
   prepare() {
     if (this.ready) return this.ready;
     this.ready = (async () => {
-      const Ctx = window.AudioContext || window.webkitAudioContext;
-      let ctx;
-      try { ctx = new Ctx({ sampleRate: RATE, latencyHint: "interactive" }); } catch { ctx = new Ctx(); }
+      const out = programOutput(), ctx = out.ctx;
       this.ctx = ctx;
       const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
-      mark("context");
       try { await ctx.audioWorklet.addModule(url); } finally { URL.revokeObjectURL(url); }
       mark("worklet");
       this.output = ctx.createGain();
-      this.output.connect(ctx.destination);
+      this.output.connect(out.master);
       const wake = () => { if (ctx.state === "suspended" && !this.paused) ctx.resume().catch(() => {}); };
       for (const ev of ["pointerdown", "keydown", "touchend"]) document.addEventListener(ev, wake, { passive: true });
-      ctx.onstatechange = () => this.update();
+      ctx.addEventListener("statechange", () => this.update());
       if (ctx.state === "suspended") ctx.resume().catch(() => {});
       return ctx;
     })();
@@ -1294,6 +1321,8 @@ class WebAudioPlayer {
     this.play();
   }
   canResumeLocally() { return this.state !== "failed" && this.state !== "ended" && this.state !== "idle"; }
+  /** Output level (0..1), at once or over `secs`: moving between tiers cross-fades. */
+  setGain(v, secs = 0) { rampGain(this.output, v, secs); }
   stop() {
     clearInterval(this.pauseTimer);
     this.stopStream();
@@ -1302,7 +1331,7 @@ class WebAudioPlayer {
     this.set("idle");
   }
   stats() {
-    return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs == null ? null : Math.round(this.behindMs),
+    return { engine: this.engine, tier: this.tier, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs == null ? null : Math.round(this.behindMs),
       rawBehindMs: this.rawBehindMs == null ? null : Math.round(this.rawBehindMs), stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3),
       queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, resumes: this.resumes, seqGap: this.seqGap, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
   }
@@ -1315,7 +1344,7 @@ class WebAudioPlayer {
  */
 class ElementPlayer {
   constructor(hooks, el) {
-    this.hooks = hooks; this.engine = "element"; this.el = el;
+    this.hooks = hooks; this.engine = "element"; this.tier = "low"; this.el = el;
     this.state = "idle"; this.src = ""; this.firstSoundMs = null; this.behindMs = null; this.stalls = 0; this.stallMs = 0; this.played = 0;
     this.paused = false;
     const on = (ev, f) => el.addEventListener(ev, f);
@@ -1357,6 +1386,7 @@ class ElementPlayer {
   }
   play() { clearInterval(this.pauseTimer); this.paused = false; this.el.play().catch(() => {}); }
   backToLive() { this.start(this.src); }
+  setGain(v) { this.el.volume = v; }
   canResumeLocally() { return this.state !== "failed" && !!this.el.getAttribute("src"); }
   stop() {
     clearInterval(this.pauseTimer);
@@ -1365,8 +1395,195 @@ class ElementPlayer {
     this.set("idle");
   }
   stats() {
-    return { engine: this.engine, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs, rawBehindMs: null,
+    return { engine: this.engine, tier: this.tier, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs, behindMs: this.behindMs, rawBehindMs: null,
       stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3), queuedMs: null, nextSeq: null, resumes: 0, seqGap: 0, contextState: null };
+  }
+}
+
+/* ------------------------------------------------------------- HLS tier */
+
+// The HLS tier (…/hls/master.m3u8) is what any HTTP cache or CDN carries,
+// a few seconds behind live. The page plays it when the low-latency tier's
+// door is full (and with ?player=hls): through hls.js (from the npm
+// registry, embedded in the binary at /assets/hls.mjs) where Media Source
+// Extensions take fMP4 Opus, or through the browser's own HLS player (the
+// AAC rendition) where only that exists (Safari on iPhone).
+
+const HLS_OPUS = 'audio/mp4; codecs="opus"';
+let hlsModule = null;
+/** hls.js, loaded the first time it is needed (an ES module; rejects when this build has none). */
+function loadHlsJs() {
+  if (!hlsModule) {
+    hlsModule = import("/assets/hls.mjs").then((m) => m.default);
+    hlsModule.catch(() => { hlsModule = null; });
+  }
+  return hlsModule;
+}
+
+/**
+ * The HLS tier through an <audio> element. engine: `hls.js` or
+ * `native-hls`; the same hooks, states and stats as the other players.
+ * Behind live is the wall clock minus the PROGRAM-DATE-TIME of what plays
+ * (hls.js `playingDate`, or the element's `getStartDate()` in Safari).
+ */
+class HlsPlayer {
+  /** Which HLS player this browser has: "hls.js", "native-hls" or null. */
+  static engine() {
+    const MS = window.ManagedMediaSource || window.MediaSource;
+    try { if (MS && typeof MS.isTypeSupported === "function" && MS.isTypeSupported(HLS_OPUS)) return "hls.js"; } catch { /* no MSE */ }
+    const a = document.createElement("audio");
+    if (a.canPlayType && a.canPlayType("application/vnd.apple.mpegurl")) return "native-hls";
+    return null;
+  }
+  constructor(hooks, engine) {
+    this.hooks = hooks; this.engine = engine; this.tier = "hls";
+    this.state = "idle"; this.src = ""; this.firstSoundMs = null; this.behindMs = null; this.latencyMs = null;
+    this.stalls = 0; this.stallMs = 0; this.played = 0; this.paused = false; this.gen = 0; this.codec = null;
+    const el = this.el = fromHTML(`<audio id="hls-audio" preload="auto" hidden></audio>`);
+    const on = (ev, f) => el.addEventListener(ev, f);
+    on("playing", () => {
+      if (!this.src) return;
+      if (this.firstSoundMs == null) { this.firstSoundMs = Math.round(performance.now()); this.hooks.onfirst && this.hooks.onfirst(this.firstSoundMs); }
+      if (this.stallAt) { this.stallMs += Date.now() - this.stallAt; this.stallAt = 0; }
+      this.update();
+    });
+    on("waiting", () => { if (this.src && !el.paused && this.firstSoundMs != null && this.state === "playing") { this.stalls++; this.stallAt = Date.now(); this.set("stalled"); } });
+    on("pause", () => { if (this.src && this.paused) this.set("paused"); });
+    on("error", () => { if (this.src && this.engine === "native-hls") this.fail("media", el.error && el.error.message); });
+    on("timeupdate", () => {
+      if (!this.src) return;
+      const t = el.currentTime;
+      if (this.lastT != null && t > this.lastT && t - this.lastT < 2) this.played += t - this.lastT;
+      this.lastT = t;
+      this.measure();
+      this.update();
+      this.hooks.onchange();
+    });
+  }
+  /** hls.js (when it is the engine) and, for it, the way into the page's audio output. */
+  prepare() {
+    if (this.ready) return this.ready;
+    this.ready = (async () => {
+      if (this.engine !== "hls.js") return;
+      this.Hls = await loadHlsJs();
+      if (!this.Hls || !this.Hls.isSupported()) throw new Error("hls.js can't play here");
+      // MSE audio goes through the page's graph, so the tiers can cross-fade. (Not the
+      // browser's own HLS player: Safari gives a media element source silence for HLS.)
+      const out = programOutput();
+      if (out) {
+        this.ctx = out.ctx;
+        this.output = out.ctx.createGain();
+        this.output.connect(out.master);
+        out.ctx.createMediaElementSource(this.el).connect(this.output);
+      }
+    })();
+    this.ready.catch(() => { this.ready = null; });
+    return this.ready;
+  }
+  set(state) { if (this.state !== state) { this.state = state; this.hooks.onchange(); } }
+  update() {
+    if (this.state === "failed" || this.state === "idle" || this.state === "ended") return;
+    if (this.paused) return this.set("paused");
+    if (this.ctx && this.ctx.state !== "running" && this.firstSoundMs != null) return this.set("blocked");
+    if (this.el.paused || this.firstSoundMs == null) return;
+    if (this.state !== "stalled" || this.el.readyState >= 3) this.set("playing");
+  }
+  /** Behind live from PROGRAM-DATE-TIME; hls.js's own estimate of its distance to the live edge too. */
+  measure() {
+    let at = null;
+    if (this.hls) {
+      const d = this.hls.playingDate;
+      if (d && Number.isFinite(d.getTime())) at = d.getTime();
+      const lat = this.hls.latency;
+      this.latencyMs = Number.isFinite(lat) && lat > 0 ? Math.round(lat * 1000) : null;
+    } else if (typeof this.el.getStartDate === "function") {
+      const start = this.el.getStartDate().getTime();
+      if (Number.isFinite(start) && start > 0) at = start + this.el.currentTime * 1000;
+    }
+    if (at != null) {
+      const out = this.ctx ? (this.ctx.outputLatency || this.ctx.baseLatency || 0) * 1000 : 0;
+      this.behindMs = Math.max(0, Date.now() + out - at);
+    } else if (this.latencyMs != null) this.behindMs = this.latencyMs;
+  }
+  async start(url) {
+    const gen = ++this.gen;
+    clearInterval(this.pauseTimer);
+    this.detach();
+    this.src = url; this.paused = false; this.behindMs = null; this.lastT = null; this.error = null; this.recovered = 0;
+    this.firstSoundMs = null;
+    this.set("connecting");
+    try { await this.prepare(); } catch (e) { if (gen === this.gen) this.fail("load", e); return; }
+    if (gen !== this.gen) return;
+    if (this.engine === "hls.js") {
+      const Hls = this.Hls;
+      const hls = new Hls({ lowLatencyMode: true, enableWorker: false, backBufferLength: 30, manifestLoadingMaxRetry: 4, levelLoadingMaxRetry: 6, fragLoadingMaxRetry: 6 });
+      this.hls = hls;
+      hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
+        // the Opus rendition: the program's own packets, no transcoding
+        const i = (data.levels || []).findIndex((l) => /opus/i.test(l.audioCodec || l.codecSet || ""));
+        if (i >= 0) { hls.startLevel = i; hls.currentLevel = i; }
+        const l = hls.levels[i >= 0 ? i : 0];
+        this.codec = l ? l.audioCodec || l.codecSet || null : null;
+      });
+      hls.on(Hls.Events.ERROR, (_e, d) => {
+        if (gen !== this.gen || !d.fatal) return;
+        if (d.type === Hls.ErrorTypes.MEDIA_ERROR && this.recovered++ < 2) { hls.recoverMediaError(); return; }
+        this.fail(d.type === Hls.ErrorTypes.NETWORK_ERROR ? "network" : "media", d.details, d.response && d.response.code);
+      });
+      hls.loadSource(url);
+      hls.attachMedia(this.el);
+    } else {
+      this.codec = "native";
+      this.el.src = url;
+    }
+    if (this.ctx && this.ctx.state !== "running") this.ctx.resume().catch(() => {});
+    this.el.play().catch((err) => { if (gen === this.gen && err.name === "NotAllowedError") this.set("blocked"); });
+  }
+  detach() {
+    if (this.hls) { try { this.hls.destroy(); } catch { /* gone */ } this.hls = null; }
+    if (this.el.getAttribute("src")) { this.el.pause(); this.el.removeAttribute("src"); this.el.load(); }
+  }
+  fail(kind, detail, status) {
+    if (this.state === "failed") return;
+    this.error = { kind, status, message: detail ? String(detail.message || detail) : "" };
+    this.gen++;
+    this.detach();
+    this.set("failed");
+    this.hooks.onclose && this.hooks.onclose(kind, status);
+  }
+  pause() {
+    this.paused = true; this.el.pause();
+    const at = Date.now(), base = this.behindMs || 0;
+    clearInterval(this.pauseTimer);
+    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+    this.set("paused");
+  }
+  play() {
+    clearInterval(this.pauseTimer);
+    this.paused = false;
+    if (this.ctx && this.ctx.state !== "running") this.ctx.resume().catch(() => {});
+    this.el.play().catch(() => {});
+    this.set(this.firstSoundMs == null ? "connecting" : "playing");
+  }
+  /** Back to the tier's usual distance from live. */
+  backToLive() {
+    const edge = this.hls ? this.hls.liveSyncPosition : null;
+    if (Number.isFinite(edge)) { this.el.currentTime = edge; this.play(); } else this.start(this.src);
+  }
+  canResumeLocally() { return this.state !== "failed" && this.state !== "idle" && !!this.src; }
+  setGain(v, secs = 0) { if (this.output) rampGain(this.output, v, secs); else this.el.volume = v; }
+  stop() {
+    clearInterval(this.pauseTimer);
+    this.gen++;
+    this.src = ""; this.paused = false;
+    this.detach();
+    this.set("idle");
+  }
+  stats() {
+    return { engine: this.engine, tier: this.tier, state: this.state, src: this.src, firstSoundMs: this.firstSoundMs,
+      behindMs: this.behindMs == null ? null : Math.round(this.behindMs), latencyMs: this.latencyMs, rawBehindMs: null,
+      stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3), queuedMs: null, nextSeq: null, resumes: 0, seqGap: 0,
+      codec: this.codec, contextState: this.ctx ? this.ctx.state : null, marks };
   }
 }
 
@@ -1384,18 +1601,26 @@ async function listenerPage(id) {
   // The first second: ask to listen (and start the stream) while the page
   // reads the space and the player gets its audio output ready.
   mark("listener");
-  let early = askAdmission(null);
+  let early = (query.get("player") || frag.get("player")) === "hls" ? null : askAdmission(null);
   const snapshot = fetchSnapshot(id);
   snapshot.catch(() => {});
-  /* the program player: #program (web/e2e relies on it and its data-*) */
-  const forceElement = (query.get("player") || frag.get("player")) === "element";
-  const player = (forceElement || !(await WebAudioPlayer.supported()))
-    ? new ElementPlayer(hooks(), fromHTML(`<audio id="program" preload="auto" hidden></audio>`))
-    : new WebAudioPlayer(hooks());
+  /* the program players: #program (web/e2e relies on it and its data-*).
+     `low` plays the low-latency Ogg stream (the default); `hlsP` the HLS
+     tier, when the door is full (or ?player=hls); `player` is the one heard. */
+  const want = query.get("player") || frag.get("player") || "";
+  const low = (want === "element" || !(await WebAudioPlayer.supported()))
+    ? new ElementPlayer(hooks(() => low), fromHTML(`<audio id="program" preload="auto" hidden></audio>`))
+    : new WebAudioPlayer(hooks(() => low));
+  const hlsEngine = HlsPlayer.engine();
+  let hlsP = hlsEngine ? new HlsPlayer(hooks(() => hlsP), hlsEngine) : null;
+  const forceHls = want === "hls" && !!hlsP;
+  let player = low;
   window.tribunePlayer = player; // for web/e2e and the browser benchmark
-  early.then(({ a }) => {
-    if (a && a.state === "admitted" && a.live && player.state === "idle" && !speaking) { mark("admission"); player.start(a.live); }
+  if (early) early.then(({ a }) => {
+    if (a && a.state === "admitted" && a.live && player === low && low.state === "idle" && !speaking) { mark("admission"); low.start(a.live); }
   });
+  /* the waiting room, while the page waits on the HLS tier: {ticket, position, due} */
+  let line = null, switching = null;
   let snap;
   try { snap = await snapshot; } catch (e) { return fatal(e); }
   mark("snapshot");
@@ -1424,20 +1649,123 @@ async function listenerPage(id) {
   const area = $("#player-area"), speak = $("#speak-card");
   if (store.map("tribune.hosts")[id]) $("#host-hint").innerHTML = `You host this space: <a href="/spaces/${esc(id)}/host">open the host console</a>.`;
 
-  function hooks() {
+  /** A player's hooks; only the one being heard (`self()` is `player`) drives the page. */
+  function hooks(self) {
+    const current = () => self() === player;
     return {
-      onchange: () => renderPlayer(),
-      onfirst: () => { nodeTries = 0; renderPlayer(); },
+      onchange: () => { if (current()) renderPlayer(); },
+      onfirst: () => { nodeTries = 0; if (current()) renderPlayer(); },
       resumeAt: (seq) => resumeUrl(seq),
       onresumed: () => { nodeTries = 0; },
       onclose: (kind, status) => {
-        if (mode !== "live" || speaking || !player.src) return;
+        if (!current() || mode !== "live" || speaking || !player.src) return;
         renderPlayer();
         clearTimeout(retryTimer);
+        if (player.tier === "hls") {
+          // the HLS tier is any node's or cache's: try it again, keep the place in line
+          const src = player.src;
+          if (kind === "load") { hlsUnavailable(src); return; }
+          retryTimer = setTimeout(() => { if (player.tier === "hls" && player.state === "failed") player.start(src); }, 2000);
+          return;
+        }
         retryTimer = setTimeout(() => admit(null), kind === "end" ? 500 : 2000);
         void status;
       },
     };
+  }
+  /**
+   * hls.js didn't load (a build without it): the browser's own HLS player
+   * if it has one, else no HLS tier (the waiting room, or the low-latency stream).
+   */
+  function hlsUnavailable(src) {
+    const old = hlsP;
+    old.el.remove();
+    const native = old.engine === "hls.js" && document.createElement("audio").canPlayType("application/vnd.apple.mpegurl");
+    hlsP = native ? new HlsPlayer(hooks(() => hlsP), "native-hls") : null;
+    if (hlsP) {
+      const ui = $("#player");
+      if (ui) ui.append(hlsP.el);
+      player = hlsP; window.tribunePlayer = hlsP;
+      hlsP.start(src);
+      return;
+    }
+    player = low; window.tribunePlayer = low;
+    if (line) showLine(); else admit(null);
+  }
+  /** The HLS tier's URL (private spaces: with the token; the playlists hand it on). */
+  function hlsUrl(a) {
+    const base = (a && a.hls) || (space && space.urls && space.urls.hls) || `/spaces/${encodeURIComponent(id)}/hls/master.m3u8`;
+    return listenToken ? base + (base.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(listenToken) : base;
+  }
+  /**
+   * Moves what the listener hears to `next` at `url`: while the current
+   * player still sounds, `next` starts silent, and once it plays the two
+   * cross-fade (0.4 s) and the old one stops, so the move has no gap. The
+   * low-latency stream is ~3 s ahead of HLS: moving to it skips those
+   * seconds, moving to HLS hears them again. False if `next` didn't start.
+   */
+  async function switchTo(next, url) {
+    const prev = player;
+    if (next === prev) { if (next.src !== url || next.state === "failed" || next.state === "idle") next.start(url); return true; }
+    const sounding = ["playing", "stalled"].includes(prev.state);
+    if (!sounding) {
+      prev.stop(); prev.setGain(1);
+      player = next; window.tribunePlayer = next;
+      next.setGain(1);
+      next.start(url);
+      renderPlayer();
+      return true;
+    }
+    switching = next;
+    try { await next.prepare(); } catch { /* start() says so */ }
+    next.setGain(0);
+    next.start(url);
+    renderPlayer();
+    const t0 = Date.now();
+    while (switching === next && next.state !== "playing" && Date.now() - t0 < 20000) {
+      if (next.state === "failed" || next.state === "idle") break;
+      await sleep(100);
+    }
+    if (switching !== next || next.state !== "playing") {
+      if (switching === next) switching = null;
+      next.stop(); next.setGain(1);
+      renderPlayer();
+      return false;
+    }
+    switching = null;
+    const fade = 0.4;
+    prev.setGain(0, fade); next.setGain(1, fade);
+    player = next; window.tribunePlayer = next;
+    renderPlayer();
+    await sleep(fade * 1000 + 100);
+    if (player !== prev) { prev.stop(); prev.setGain(1); }
+    return true;
+  }
+  /** Plays the HLS tier (the door is full, or the listener asked). */
+  function toHls(a) {
+    if (!hlsP) return false;
+    if (player === hlsP && !["failed", "idle"].includes(hlsP.state)) return true;
+    switchTo(hlsP, hlsUrl(a));
+    return true;
+  }
+  /** "Back to low latency": ask the door now (a place in line is kept: it asks when its ticket is due). */
+  function backToLow() {
+    getAudioContext();
+    if (line && Date.now() < line.due) { line.asked = true; renderPlayer(); return; }
+    if (line) line.asked = true;
+    admit(line ? line.ticket : null, true);
+  }
+  /** The waiting room without the HLS tier: the position, and the next try. */
+  function showLine() {
+    if (!line) return;
+    clearTimeout(retryTimer);
+    const w = line;
+    const show = () => playerUI(`You're in line: position ${esc(w.position)}`,
+      `Live audio starts by itself as soon as there's room (next try in ${Math.max(1, Math.ceil((w.due - Date.now()) / 1000))} s). Reloading loses your place.
+       If live isn't possible, the full recording is published the moment the space ends.`, false);
+    show();
+    const tick = () => { if (line !== w) return; if (Date.now() < w.due) { show(); retryTimer = setTimeout(tick, 1000); } else admit(w.ticket); };
+    retryTimer = setTimeout(tick, 1000);
   }
   /**
    * Where the stream goes on when its node went away: another node carrying
@@ -1463,14 +1791,21 @@ async function listenerPage(id) {
           <div class="player-text"><div class="player-status" id="player-status" role="status" aria-live="polite"></div><div class="muted" id="player-sub"></div></div>
         </div>
         <div class="behind" id="behind" hidden><span id="behind-text"></span><button id="back-to-live" type="button" class="secondary small">Back to live</button></div>
+        <div class="behind tier" id="tier" hidden><span id="tier-text"></span><button id="back-to-low" type="button" class="secondary small">Back to low latency</button></div>
         </div>`);
       area.prepend(ui);
       $("#play").onclick = onPlayButton;
-      $("#back-to-live").onclick = () => { getAudioContext(); pausedAt = 0; if (player.engine === "webaudio" && player.canResumeLocally()) player.backToLive(); else admit(null); };
-      const el = player.engine === "element" ? player.el : fromHTML(`<div id="program" hidden></div>`);
-      el.dataset.engine = player.engine;
+      $("#back-to-live").onclick = () => {
+        getAudioContext(); pausedAt = 0;
+        if ((player.engine === "webaudio" || player.tier === "hls") && player.canResumeLocally()) player.backToLive(); else admit(null);
+      };
+      $("#back-to-low").onclick = backToLow;
+      const el = low.engine === "element" ? low.el : fromHTML(`<div id="program" hidden></div>`);
       ui.append(el);
+      if (hlsP) ui.append(hlsP.el);
     }
+    const p = $("#program");
+    p.dataset.engine = player.engine; p.dataset.tier = player.tier;
     $("#player-status").innerHTML = status;
     $("#player-sub").innerHTML = sub || "";
     $("#play").disabled = !canPlay;
@@ -1479,6 +1814,7 @@ async function listenerPage(id) {
   /** The player's state in words, its one button, how far behind live, and data-* for web/e2e. */
   function renderPlayer() {
     if (mode !== "live" || speaking) return;
+    if (player.tier === "hls") return renderHls();
     const st = player.state, behind = player.behindMs;
     const far = behind != null && behind > 2000;
     const words = {
@@ -1492,6 +1828,37 @@ async function listenerPage(id) {
       ended: ["The live audio has ended", ""],
     }[st] || [st, ""];
     playerUI(words[0], words[1], st !== "failed");
+    $("#tier").hidden = true;
+    playerData();
+  }
+  /**
+   * On the HLS tier: "Live · a few seconds behind" and how far, what the
+   * waiting room says, and the way back to the low-latency stream.
+   */
+  function renderHls() {
+    const st = player.state, behind = player.behindMs;
+    const far = behind != null && behind > 12000;
+    const ahead = line ? `Low latency is full: you're number ${line.position} in line${line.asked ? "; moving back as soon as there's room" : " and move back by yourself"}.` : "";
+    const words = {
+      idle: ["Connecting…", ""],
+      connecting: ["Connecting…", "Joining the live audio a few seconds behind."],
+      blocked: ["Press play to listen live", "Your browser waits for a tap before it plays sound."],
+      playing: far ? ["Playing", ""] : [`<span class="eq"><i></i><i></i><i></i></span>Live · a few seconds behind`, behind != null ? `${fmtBehind(behind)} behind the speakers.` : ""],
+      stalled: ["Buffering…", "The audio is arriving too slowly; it continues as soon as enough is here."],
+      paused: ["Paused", far ? "" : "Press play to continue."],
+      failed: ["Reconnecting…", "The live audio was cut; joining again."],
+      ended: ["The live audio has ended", ""],
+    }[st] || [st, ""];
+    playerUI(words[0], words[1], st !== "failed");
+    $("#tier").hidden = false;
+    $("#tier-text").textContent = switching === low ? "Moving to the low-latency stream…" : ahead || "The stream every node and cache carries.";
+    $("#back-to-low").disabled = switching === low || !!(line && line.asked);
+    playerData();
+  }
+  /** The play button and #program's data-* (web/e2e). */
+  function playerData() {
+    const st = player.state, behind = player.behindMs;
+    const far = behind != null && behind > (player.tier === "hls" ? 12000 : 2000);
     const playing = ["connecting", "playing", "stalled"].includes(st);
     const b = $("#play");
     b.innerHTML = playing ? ICON.pause : ICON.play;
@@ -1500,6 +1867,7 @@ async function listenerPage(id) {
     $("#behind-text").textContent = far ? `${fmtBehind(behind)} behind live` : "";
     const p = $("#program"), s = player.stats();
     if (p) {
+      p.dataset.engine = player.engine; p.dataset.tier = player.tier;
       p.dataset.state = st; p.dataset.src = s.src || "";
       p.dataset.played = String(s.played || 0);
       for (const [k, v] of [["firstSoundMs", s.firstSoundMs], ["behindMs", s.behindMs], ["stalls", s.stalls], ["stallMs", s.stallMs], ["nextSeq", s.nextSeq]]) {
@@ -1514,6 +1882,7 @@ async function listenerPage(id) {
     if (st === "blocked") { player.play(); return; }
     // an <audio> paused for a while has lost its place: join again at the live edge
     if (st === "paused" && player.canResumeLocally() && !(player.engine === "element" && pausedAt && Date.now() - pausedAt > 3000)) { player.play(); return; }
+    if (player.tier === "hls" && player.src) { player.start(player.src); return; }
     admit(null);
   }
   /** The admission call: {res, a} (the answer's JSON), or {} when the server can't be reached. */
@@ -1527,12 +1896,17 @@ async function listenerPage(id) {
       return { res, a: await res.json().catch(() => ({})) };
     } catch { return {}; }
   }
-  /** Asks to listen: a pass for the live stream, or a place in line. */
-  async function admit(ticket) {
+  /**
+   * Asks to listen: a pass for the live stream, or a place in line. In
+   * line, the page plays the HLS tier meanwhile (where it can) and comes
+   * back with its ticket when due; admitted, it moves to the low-latency
+   * stream. `byListener`: the listener pressed "Back to low latency".
+   */
+  async function admit(ticket, byListener = false) {
     clearTimeout(retryTimer);
     if (mode !== "live" || speaking) { early = null; return; }
     if (player.state === "idle" || player.state === "failed") playerUI("Connecting…", "", false);
-    player.prepare().catch(() => {}); // the audio output gets ready meanwhile
+    low.prepare().catch(() => {}); // the audio output gets ready meanwhile
     const asked = early || askAdmission(ticket);
     early = null;
     const { res, a } = await asked;
@@ -1544,17 +1918,30 @@ async function listenerPage(id) {
     if (mode !== "live" || speaking) return;
     if (a.state === "admitted" && a.live) {
       pausedAt = 0;
-      if (player.src !== a.live) player.start(a.live); // else started already, from the page's first request
+      line = null;
+      if (player.tier === "hls" && player.state === "paused" && !byListener) {
+        // paused on purpose: don't start sound; "Back to low latency" asks again
+        renderPlayer();
+        return;
+      }
+      if (player.tier === "hls") {
+        // from the HLS tier: cross-fade to the low-latency stream; if it won't start, stay and ask again later
+        if (!(await switchTo(low, a.live)) && mode === "live" && !speaking) {
+          if (byListener) toast("The low-latency stream didn't start; staying a few seconds behind.");
+          retryTimer = setTimeout(() => admit(null), 10000);
+        }
+      } else if (low.src !== a.live) low.start(a.live); // else started already, from the page's first request
       renderPlayer();
     } else if (a.waiting_room) {
       const w = a.waiting_room;
-      let left = Math.max(1, w.retry_after | 0);
-      const show = () => playerUI(`You're in line: position ${esc(w.position)}`,
-        `Live audio starts by itself as soon as there's room (next try in ${left} s). Reloading loses your place.
-         If live isn't possible, the full recording is published the moment the space ends.`, false);
-      show();
-      const tick = () => { left--; if (left > 0) { show(); retryTimer = setTimeout(tick, 1000); } else admit(w.ticket); };
-      retryTimer = setTimeout(tick, 1000);
+      line = { ticket: w.ticket, position: w.position, due: Date.now() + Math.max(1, w.retry_after | 0) * 1000, asked: !!(line && line.asked) && !w.lost_place };
+      if (toHls(a)) {
+        // keep playing, a few seconds behind; come back for the low-latency stream when the ticket is due
+        if (byListener) toast(`The low-latency stream is still full: you're number ${w.position} in line.`);
+        renderPlayer();
+        const w0 = line;
+        retryTimer = setTimeout(() => { if (line === w0) admit(w0.ticket); }, Math.max(0, line.due - Date.now()));
+      } else showLine();
     } else if (a.state === "scheduled" || a.state === "ended") {
       if (watcher) watcher.refresh();
     } else {
@@ -1562,13 +1949,22 @@ async function listenerPage(id) {
       if ((res.status === 401 || res.status === 403) && space.private) {
         text = listenToken ? "Your listener link for this private space isn't valid any more. Ask the host for a new one." : "This space is private: open the listener link the host shared with you.";
       }
+      if (player.tier === "hls" && player.src) {
+        // the HLS tier plays on; the low-latency stream is tried again later
+        if (byListener) toast(text);
+        if (res.status === 429 || res.status >= 500) retryTimer = setTimeout(() => admit(ticket), Math.max(2, a.retry_after || 3) * 1000);
+        return;
+      }
       playerUI("Can't play the live audio", esc(text), true);
       if (res.status === 429 || res.status >= 500) retryTimer = setTimeout(() => admit(ticket), Math.max(2, a.retry_after || 3) * 1000);
     }
   }
   /** On stage: stop the delayed program (and free the slot). */
   function releaseProgram() {
-    player.stop();
+    switching = null; line = null;
+    low.stop(); low.setGain(1);
+    if (hlsP) { hlsP.stop(); hlsP.setGain(1); }
+    player = low; window.tribunePlayer = low;
     clearTimeout(retryTimer);
     playerUI("You're on stage", "You hear the others directly, without delay.", false);
     $("#play").innerHTML = ICON.play;
@@ -1584,12 +1980,14 @@ async function listenerPage(id) {
     if (next === "live") {
       const wait = $("#not-live");
       if (wait) wait.remove();
-      admit(null);
+      if (forceHls) { playerUI("Connecting…", "", false); toHls(null); } else admit(null);
     } else if (next === "scheduled") {
       const when = space.scheduled_at ? ` — scheduled for <strong>${esc(fmtWhen(space.scheduled_at))}</strong> (${esc(fmtRelative(space.scheduled_at))})` : "";
       area.innerHTML = `<div class="notice" id="not-live">Not live yet${when}.<br><span class="muted">This page starts the audio by itself when the host goes live.</span></div>`;
     } else if (next === "ended") {
-      player.stop();
+      switching = null; line = null;
+      low.stop();
+      if (hlsP) hlsP.stop();
       if (speaking) { speaking.destroy(); speaking = null; }
       if (watcher) { watcher.close(); watcher = null; } // nothing changes after the end
       area.innerHTML = `<audio id="program" controls preload="metadata" src="${esc(withToken(space.urls.replay))}"></audio>

@@ -175,6 +175,14 @@ fn browsers_get_a_waiting_room_page_and_pages_get_a_pass() {
     );
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["state"], "waiting");
+    // and where to listen meanwhile: the HLS tier, a few seconds behind
+    assert!(
+        r.json()["hls"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/spaces/{id}/hls/master.m3u8"))),
+        "{}",
+        r.text()
+    );
     // the pass holder opens the stream
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let (p, q) = path.split_once('?').unwrap();
@@ -311,4 +319,51 @@ fn private_spaces_check_the_token_before_anything_is_allocated() {
     assert!(eventually(Duration::from_secs(3), || s.info_as(&id, &host)
         ["listeners"]
         == 2));
+}
+
+#[test]
+fn a_stream_asked_for_on_a_kept_alive_connection_keeps_its_query() {
+    // the page's pass, a private space's token and `from` ride on the query:
+    // the redirect to a fresh connection must carry them along
+    let s = Server::start(&[]);
+    let mut sock = TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(sock, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // the first answer, whole (head and its Content-Length of body)
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let first_len = loop {
+        let n = sock.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the first answer");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let body = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + body {
+            break end + 4 + body;
+        }
+    };
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    write!(
+        sock,
+        "GET /spaces/abc/live.opus?ticket=T.1&from=5 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let _ = sock.read_to_end(&mut buf);
+    let second = String::from_utf8_lossy(&buf[first_len..]).to_ascii_lowercase();
+    assert!(second.starts_with("http/1.1 307"), "{second}");
+    assert!(
+        second.contains("location: /spaces/abc/live.opus?ticket=t.1&from=5\r\n"),
+        "{second}"
+    );
 }

@@ -43,3 +43,30 @@ export async function recordInPage(secs) {
   return { rate: ctx.sampleRate, samples: chunks.flat() };
 }
 export const recordProgram = (page, secs) => page.evaluate(recordInPage, secs);
+
+/**
+ * In the page: records the program output (`window.tribuneOutput.master`,
+ * whichever tier plays) as 16-bit samples, for at least `minSecs` and until
+ * `until` (a function body evaluated in the page) is true, at most `maxSecs`.
+ */
+export async function recordMasterInPage([minSecs, maxSecs, until]) {
+  const out = window.tribuneOutput;
+  if (!out) return { error: "no program output" };
+  const done = until ? new Function("return (" + until + ")") : () => true;
+  const ctx = out.ctx, chunks = [];
+  let got = 0;
+  const tap = ctx.createScriptProcessor(4096, 1, 1);
+  const sink = ctx.createGain(); sink.gain.value = 0;
+  await new Promise((finish) => {
+    tap.onaudioprocess = (e) => {
+      const x = e.inputBuffer.getChannelData(0);
+      chunks.push(Array.from(x, (v) => Math.round(v * 32767)));
+      got += x.length;
+      if (got >= maxSecs * ctx.sampleRate || (got >= minSecs * ctx.sampleRate && done())) { tap.onaudioprocess = null; finish(); }
+    };
+    out.master.connect(tap); tap.connect(sink); sink.connect(ctx.destination);
+  });
+  out.master.disconnect(tap); tap.disconnect(); sink.disconnect();
+  return { rate: ctx.sampleRate, samples: chunks.flat() };
+}
+export const recordMaster = (page, minSecs, maxSecs = minSecs, until = null) => page.evaluate(recordMasterInPage, [minSecs, maxSecs, until]);

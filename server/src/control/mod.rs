@@ -225,6 +225,7 @@ pub fn space_json(app: &App, e: &SpaceEntry) -> Value {
             "live": urls.live,
             "replay": urls.replay,
             "source": urls.source,
+            "hls": urls.hls,
         },
     })
 }
@@ -250,6 +251,8 @@ pub struct SpaceUrls {
     pub live: String,
     pub replay: String,
     pub source: String,
+    /// The HLS tier's multivariant playlist (`hls_api.rs`).
+    pub hls: String,
 }
 
 pub fn space_urls(app: &App, id: &str) -> SpaceUrls {
@@ -259,6 +262,7 @@ pub fn space_urls(app: &App, id: &str) -> SpaceUrls {
         live: format!("{base}/spaces/{id}/live.opus"),
         replay: format!("{base}/spaces/{id}/replay.opus"),
         source: format!("{base}/spaces/{id}/source"),
+        hls: format!("{base}/spaces/{id}/hls/master.m3u8"),
     }
 }
 

@@ -481,6 +481,11 @@ async fn page_admission(
             metrics::counter!("tribune_listener_rejects_total", "reason" => r.reason).increment(1);
             let mut body = r.to_json();
             body["state"] = json!("waiting");
+            // the tier any cache carries, a few seconds behind: the page
+            // plays it while it waits (playlists hand a `?token=` on)
+            if r.waiting.is_some() {
+                body["hls"] = json!(urls.hls);
+            }
             // nodes of the fleet with room, for a page that would rather move
             if let Some(fleet) = &app.fleet {
                 let alternates: Vec<String> = fleet
@@ -505,11 +510,18 @@ async fn page_admission(
 
 /// A live stream asked for on a kept-alive connection: send the client to
 /// a fresh connection, where the front door serves it.
-async fn live_elsewhere(Path(id): Path<String>) -> Response {
+/// The query goes along: it carries the page's pass (`?ticket=`), the
+/// token of a private space and `from=SEQ`; without it a full node would
+/// turn away the listener it had just given a slot.
+async fn live_elsewhere(
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     (
         StatusCode::TEMPORARY_REDIRECT,
         [
-            (header::LOCATION, format!("/spaces/{id}/live.opus")),
+            (header::LOCATION, format!("/spaces/{id}/live.opus{query}")),
             (header::CONNECTION, "close".to_string()),
         ],
     )
