@@ -31,7 +31,7 @@ scripts/install-deps.sh run
 cargo build --release -q --bin tribune --bin tribune-load
 DATA=$(mktemp -d)
 PIDS=()
-trap 'kill ${PIDS[@]+"${PIDS[@]}"} 2>/dev/null; sleep 0.5; rm -rf "$DATA"' EXIT
+trap 'kill ${PIDS[@]+"${PIDS[@]}"} 2>/dev/null; sleep 0.5; [ -n "${KEEP:-}" ] || rm -rf "$DATA"' EXIT
 
 # the node: no per-address caps (every cache connection comes from 127.0.0.1)
 mkdir -p "$DATA/node"
@@ -60,8 +60,11 @@ sed -e "s#/var/cache/nginx/tribune-hls#$DATA/nginx/cache#" \
 grep -q "listen 127.0.0.1:$CACHE_PORT " "$DATA/nginx/tribune-hls.conf" ||
   { echo "deploy/nginx/tribune-hls.conf no longer listens on 8088: update this script" >&2; exit 1; }
 D="$DATA/nginx"
+# as root, nginx's workers would run as nobody, who cannot enter $DATA
+USER_LINE=""; [ "$(id -u)" != 0 ] || USER_LINE="user root;"
 cat >"$D/nginx.conf" <<EOF
 daemon off;
+$USER_LINE
 worker_processes $NGINX_WORKERS;
 worker_rlimit_nofile 20000;
 pid $D/nginx.pid;
@@ -81,7 +84,11 @@ NGINX_PID=$!; PIDS+=($NGINX_PID)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CACHE_PORT/" && break; sleep 0.1; done
 URL="http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/master.m3u8"
 # wait for the first parts (a blocking reload for part 1.0)
-curl -sf -m 20 -o /dev/null "http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/opus/media.m3u8?_HLS_msn=1&_HLS_part=0"
+for i in $(seq 60); do
+  curl -sf -m 12 -o /dev/null "http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/opus/media.m3u8?_HLS_msn=1&_HLS_part=0" && break
+  [ "$i" -lt 60 ] || { echo "no HLS parts after 30 s ($DATA): $(tail -3 "$DATA/source.log")" >&2; exit 1; }
+  sleep 0.5
+done
 
 ticks() { awk '{s += $14 + $15} END {print s + 0}' "$@"; }
 nginx_cpu() { ticks /proc/$NGINX_PID/stat $(for p in $(pgrep -P $NGINX_PID); do echo /proc/$p/stat; done); }
