@@ -71,7 +71,7 @@ pid $D/nginx.pid;
 error_log $D/error.log warn;
 events { worker_connections 19000; }
 http {
-  log_format hls '\$msec \$status \$upstream_cache_status \$upstream_status \$uri';
+  log_format hls '\$msec \$status \$upstream_cache_status \$upstream_status \$request_uri';
   access_log $D/access.log hls buffer=256k flush=1s;
   client_body_temp_path $D/body; proxy_temp_path $D/proxy; fastcgi_temp_path $D/fastcgi;
   uwsgi_temp_path $D/uwsgi; scgi_temp_path $D/scgi;

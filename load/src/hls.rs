@@ -566,11 +566,13 @@ async fn play(
     let mut last_reload = Instant::now();
     // at most a few requests per second of play, whatever the server says
     let max_requests = (args.duration * 10.0) as u64 + 20;
+    // the last request made and its answer, for a fault's detail
+    let mut last = String::new();
     while Instant::now() < deadline {
         out.fragments = check.fragments;
         if out.requests > max_requests {
             return Err(format!(
-                "{} requests in {:.1} s: the playlist does not move on",
+                "the playlist does not move on: {} requests in {:.1} s, the last {last}",
                 out.requests,
                 start.elapsed().as_secs_f64()
             ));
@@ -619,14 +621,20 @@ async fn play(
                 // the segment is complete: a part index past its last part
                 // is the next segment's part 0; an earlier one that is no
                 // longer listed means the player fell behind
-                if part > 0 && !playlist.parts.iter().any(|p| p.0 == msn && p.1 >= part) {
-                    (msn, part) = (msn + 1, 0);
-                    next_part = Some((msn, part));
-                } else if !playlist.parts.iter().any(|p| p.0 == msn) {
+                if !playlist.parts.iter().any(|p| p.0 == msn) {
                     return Err(format!(
                         "fell behind: part {msn}.{part} is no longer listed"
                     ));
                 }
+                if !playlist.parts.iter().any(|p| p.0 == msn && p.1 >= part) {
+                    (msn, part) = (msn + 1, 0);
+                    next_part = Some((msn, part));
+                }
+            }
+            if playlist.segments.first().is_some_and(|s| msn < s.0) {
+                return Err(format!(
+                    "fell behind: part {msn}.{part} is before the playlist's first segment"
+                ));
             }
             let listed = playlist
                 .parts
@@ -642,6 +650,7 @@ async fn play(
                         format!("{media_path}?_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=YES");
                     let got = conn.get(&path, by(15.0)).await?;
                     out.requests += 1;
+                    last = format!("{path} answered {} for part {msn}.{part}", got.status);
                     match got.status {
                         200 => playlist = playlist_of(&got)?,
                         503 => {}
@@ -767,7 +776,12 @@ impl HlsTotals {
             if let Some(f) = &o.fault {
                 // group faults by their kind (the text before any detail)
                 let kind: String = f.split(':').next().unwrap_or(f).chars().take(80).collect();
-                *t.faults.entry(kind).or_default() += 1;
+                let seen = t.faults.entry(kind).or_default();
+                if *seen == 0 {
+                    // the first of each kind in full
+                    eprintln!("tribune-load hls: {f}");
+                }
+                *seen += 1;
             }
             t.stalls += u64::from(o.stalls);
             t.stall_ms += o.stall_ms;
