@@ -8,12 +8,13 @@
 //! the sample being played. Bounded in count and time.
 
 use crate::client::wall_ms;
+use crate::pct;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use mp4_atom::{Decode, Moof};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +45,17 @@ pub struct HlsArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Local source addresses to spread connections over (comma
+    /// separated, loopback), e.g. 127.0.0.2,127.0.0.3.
+    #[arg(long, value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+    /// Worker processes to spread listeners over (each holds one socket
+    /// per listener; one process is capped at ~19,000 here).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Include mergeable histograms in the JSON (used between workers).
+    #[arg(long, hide = true)]
+    emit_histograms: bool,
 }
 
 /// What one listener experienced.
@@ -57,11 +69,14 @@ struct Played {
     bytes: u64,
     audio_ms: f64,
     latencies: Vec<f64>,
+    /// Fragments (moof + mdat) that passed every check.
+    fragments: u64,
 }
 
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {
     addr: SocketAddr,
+    bind: Option<IpAddr>,
     host: String,
     sock: Option<TcpStream>,
     buf: BytesMut,
@@ -76,10 +91,13 @@ impl Conn {
     async fn get(&mut self, path: &str, by: Instant) -> Result<Got, String> {
         for attempt in 0..2 {
             if self.sock.is_none() {
-                let sock = tokio::time::timeout_at(by.into(), TcpStream::connect(self.addr))
-                    .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| format!("connect: {e}"))?;
+                let sock = tokio::time::timeout_at(
+                    by.into(),
+                    tribune_client::stream::connect(self.addr, self.bind, None),
+                )
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| format!("connect: {e}"))?;
                 let _ = sock.set_nodelay(true);
                 self.sock = Some(sock);
                 self.buf.clear();
@@ -281,6 +299,62 @@ fn parse_playlist(text: &str) -> Result<Playlist, String> {
 struct FragmentCheck {
     next_sequence: Option<u32>,
     next_decode: Option<u64>,
+    /// Fragments that passed.
+    fragments: u64,
+}
+
+/// Checks an init segment: `ftyp` then a `moov` with one audio track at
+/// 48 kHz whose sample entry is the rendition's codec.
+fn check_init(data: &[u8], rendition: &str) -> Result<(), String> {
+    let mut at = 0usize;
+    let mut seen_ftyp = false;
+    let mut moov = None;
+    while at < data.len() {
+        if data.len() - at < 8 {
+            return Err("init: a box header cut short".into());
+        }
+        let size =
+            u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        if size < 8 || at + size > data.len() {
+            return Err(format!("init: a box of {size} bytes does not fit"));
+        }
+        match &data[at + 4..at + 8] {
+            b"ftyp" => seen_ftyp = true,
+            b"moov" => {
+                moov = Some(
+                    mp4_atom::Moov::decode(&mut &data[at..at + size])
+                        .map_err(|e| format!("init: moov: {e}"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "init: unexpected box {:?}",
+                    String::from_utf8_lossy(other)
+                ))
+            }
+        }
+        at += size;
+    }
+    let moov = moov.ok_or("init: no moov")?;
+    if !seen_ftyp {
+        return Err("init: no ftyp".into());
+    }
+    let [trak] = moov.trak.as_slice() else {
+        return Err(format!("init: {} tracks, 1 expected", moov.trak.len()));
+    };
+    if trak.mdia.mdhd.timescale != 48_000 {
+        return Err(format!("init: timescale {}", trak.mdia.mdhd.timescale));
+    }
+    let codec = trak.mdia.minf.stbl.stsd.codecs.first();
+    let fits = match rendition {
+        "opus" => matches!(codec, Some(mp4_atom::Codec::Opus(_))),
+        "aac" => matches!(codec, Some(mp4_atom::Codec::Mp4a(_))),
+        _ => codec.is_some(),
+    };
+    if !fits {
+        return Err(format!("init: sample entry {codec:?} for {rendition}"));
+    }
+    Ok(())
 }
 
 impl FragmentCheck {
@@ -333,8 +407,13 @@ impl FragmentCheck {
                         );
                         bytes += s.size.ok_or("a sample without size")? as usize;
                     }
-                    self.next_decode = Some(decode + duration);
-                    audio += duration;
+                    // the samples start right after the mdat header
+                    if trun.data_offset != Some(size as i32 + 8) {
+                        return Err(format!(
+                            "trun data offset {:?} for a moof of {size} bytes",
+                            trun.data_offset
+                        ));
+                    }
                     // the mdat follows, holding exactly the samples
                     let mdat = at + size;
                     if data.len() < mdat + 8 || &data[mdat + 4..mdat + 8] != b"mdat" {
@@ -346,14 +425,16 @@ impl FragmentCheck {
                         data[mdat + 2],
                         data[mdat + 3],
                     ]) as usize;
-                    if mdat_size != bytes + 8 {
+                    if mdat_size != bytes + 8 || mdat + mdat_size > data.len() {
                         return Err(format!(
                             "mdat of {mdat_size} bytes for {bytes} bytes of samples"
                         ));
                     }
+                    self.next_decode = Some(decode + duration);
+                    audio += duration;
+                    self.fragments += 1;
+                    at = mdat + mdat_size;
                 }
-                b"mdat" => {}
-                b"ftyp" | b"moov" => {}
                 other => {
                     return Err(format!(
                         "unexpected box {:?}",
@@ -361,7 +442,6 @@ impl FragmentCheck {
                     ))
                 }
             }
-            at += size;
         }
         Ok(audio as f64 / 48.0)
     }
@@ -393,12 +473,17 @@ fn hist() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
 }
 
-async fn one_listener(args: Arc<HlsArgs>, target: Arc<tribune_client::stream::Target>) -> Played {
+async fn one_listener(
+    args: Arc<HlsArgs>,
+    target: Arc<tribune_client::stream::Target>,
+    bind: Option<IpAddr>,
+) -> Played {
     let mut out = Played::default();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let mut conn = Conn {
         addr: target.addr,
+        bind,
         host: target.host.clone(),
         sock: None,
         buf: BytesMut::with_capacity(16 * 1024),
@@ -455,8 +540,8 @@ async fn play(
     if init.status != 200 {
         return Err(format!("init answered {}", init.status));
     }
+    check_init(&init.body, &args.rendition)?;
     let mut check = FragmentCheck::default();
-    check.check(&init.body)?;
     let mut player = Player {
         started: None,
         received_ms: 0.0,
@@ -479,7 +564,19 @@ async fn play(
             .or(playlist.hint);
     }
     let mut last_reload = Instant::now();
+    // at most a few requests per second of play, whatever the server says
+    let max_requests = (args.duration * 10.0) as u64 + 20;
+    // the last request made and its answer, for a fault's detail
+    let mut last = String::new();
     while Instant::now() < deadline {
+        out.fragments = check.fragments;
+        if out.requests > max_requests {
+            return Err(format!(
+                "the playlist does not move on: {} requests in {:.1} s, the last {last}",
+                out.requests,
+                start.elapsed().as_secs_f64()
+            ));
+        }
         // what the next file is, and its timing from the playlist
         let (path, timing) = if args.plain {
             let Some(msn) = next_segment else {
@@ -492,7 +589,7 @@ async fn play(
                 .map(|s| (s.1, s.2));
             match listed {
                 Some(t) => (resolve(&media_path, &format!("seg{msn}.m4s")), t),
-                None if playlist.ended => break,
+                None if playlist.ended => return Err(ENDED.into()),
                 None => {
                     // plain players reload every target duration
                     let wait = Duration::from_secs_f64(playlist.target_ms.max(1000.0) / 1000.0)
@@ -513,9 +610,32 @@ async fn play(
                 }
             }
         } else {
-            let Some((msn, part)) = next_part else {
+            let Some((mut msn, mut part)) = next_part else {
                 return Err("nothing to play".into());
             };
+            let listed_part = |m: u64, k: u32| playlist.parts.iter().any(|p| p.0 == m && p.1 == k);
+            if !listed_part(msn, part)
+                && !playlist.ended
+                && playlist.segments.iter().any(|s| s.0 == msn)
+            {
+                // the segment is complete: a part index past its last part
+                // is the next segment's part 0; an earlier one that is no
+                // longer listed means the player fell behind
+                if !playlist.parts.iter().any(|p| p.0 == msn) {
+                    return Err(format!(
+                        "fell behind: part {msn}.{part} is no longer listed"
+                    ));
+                }
+                if !playlist.parts.iter().any(|p| p.0 == msn && p.1 >= part) {
+                    (msn, part) = (msn + 1, 0);
+                    next_part = Some((msn, part));
+                }
+            }
+            if playlist.segments.first().is_some_and(|s| msn < s.0) {
+                return Err(format!(
+                    "fell behind: part {msn}.{part} is before the playlist's first segment"
+                ));
+            }
             let listed = playlist
                 .parts
                 .iter()
@@ -523,13 +643,14 @@ async fn play(
                 .map(|p| (p.2, p.3));
             match listed {
                 Some(t) => (resolve(&media_path, &format!("part{msn}.{part}.m4s")), t),
-                None if playlist.ended => break,
+                None if playlist.ended => return Err(ENDED.into()),
                 None => {
                     // a blocking reload until that part is listed
                     let path =
                         format!("{media_path}?_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=YES");
                     let got = conn.get(&path, by(15.0)).await?;
                     out.requests += 1;
+                    last = format!("{path} answered {} for part {msn}.{part}", got.status);
                     match got.status {
                         200 => playlist = playlist_of(&got)?,
                         503 => {}
@@ -592,8 +713,11 @@ async fn play(
         }
     }
     account(&mut player, Instant::now().min(deadline), out);
+    out.fragments = check.fragments;
     Ok(())
 }
+
+const ENDED: &str = "ended: the playlist ended (EXT-X-ENDLIST) before the listener's time was up";
 
 /// A buffer that ran dry is a stall (counted once, until audio comes).
 fn account(player: &mut Player, now: Instant, out: &mut Played) {
@@ -608,34 +732,265 @@ fn account(player: &mut Player, now: Instant, out: &mut Played) {
     }
 }
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
+/// What a run (or one worker's share of it) measured; mergeable.
+struct HlsTotals {
+    listeners: u64,
+    passed: u64,
+    stalls: u64,
+    stall_ms: f64,
+    faults: BTreeMap<String, u64>,
+    requests: u64,
+    bytes: u64,
+    audio_ms: f64,
+    fragments: u64,
+    cpu: f64,
+    elapsed: f64,
+    ttfa: Histogram<u64>,
+    latency: Histogram<u64>,
 }
 
-pub async fn hls(args: HlsArgs) -> Result<bool, String> {
-    if args.listeners == 0 || args.duration <= 0.0 || args.ramp <= 0.0 {
-        return Err("listeners, duration and ramp must be positive".into());
+impl HlsTotals {
+    fn from_outcomes(outcomes: &[Played], cpu: f64, elapsed: f64) -> HlsTotals {
+        let mut t = HlsTotals {
+            listeners: outcomes.len() as u64,
+            passed: 0,
+            stalls: 0,
+            stall_ms: 0.0,
+            faults: BTreeMap::new(),
+            requests: 0,
+            bytes: 0,
+            audio_ms: 0.0,
+            fragments: 0,
+            cpu,
+            elapsed,
+            ttfa: hist(),
+            latency: hist(),
+        };
+        for o in outcomes {
+            if let Some(v) = o.ttfa_ms {
+                let _ = t.ttfa.record(v.max(1.0) as u64);
+            }
+            for &l in &o.latencies {
+                let _ = t.latency.record(l.max(1.0) as u64);
+            }
+            if let Some(f) = &o.fault {
+                // group faults by their kind (the text before any detail)
+                let kind: String = f.split(':').next().unwrap_or(f).chars().take(80).collect();
+                let seen = t.faults.entry(kind).or_default();
+                if *seen == 0 {
+                    // the first of each kind in full
+                    eprintln!("tribune-load hls: {f}");
+                }
+                *seen += 1;
+            }
+            t.stalls += u64::from(o.stalls);
+            t.stall_ms += o.stall_ms;
+            t.requests += o.requests;
+            t.bytes += o.bytes;
+            t.audio_ms += o.audio_ms;
+            t.fragments += o.fragments;
+            if o.fault.is_none() && o.stalls == 0 && o.ttfa_ms.is_some() {
+                t.passed += 1;
+            }
+        }
+        t
     }
+
+    fn to_json(&self, args: &HlsArgs, with_histograms: bool) -> Value {
+        let mut v = json!({
+            "url": args.url,
+            "mode": if args.plain { "plain HLS (segments)" } else { "LL-HLS (blocking reload, parts)" },
+            "rendition": args.rendition,
+            "listeners": self.listeners,
+            "passed": self.passed,
+            "failed": self.listeners - self.passed,
+            "stalls": self.stalls,
+            "stall_seconds": self.stall_ms / 1000.0,
+            "faults": self.faults,
+            "requests": self.requests,
+            "requests_per_sec": self.requests as f64 / self.elapsed.max(1e-9),
+            "bytes": self.bytes,
+            "audio_seconds": self.audio_ms / 1000.0,
+            "fragments_validated": self.fragments,
+            "time_to_first_audio_ms": {"p50": pct(&self.ttfa, 0.5), "p95": pct(&self.ttfa, 0.95), "max": pct(&self.ttfa, 1.0)},
+            "latency_ms": {"p50": pct(&self.latency, 0.5), "p95": pct(&self.latency, 0.95), "max": pct(&self.latency, 1.0), "samples": self.latency.len()},
+            "elapsed_seconds": self.elapsed,
+            "load_cpu_seconds": self.cpu,
+        });
+        if with_histograms {
+            v["histograms"] = json!({
+                "ttfa": crate::hist_to_b64(&self.ttfa),
+                "latency": crate::hist_to_b64(&self.latency),
+            });
+        }
+        v
+    }
+
+    fn from_json(v: &Value) -> Result<HlsTotals, String> {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        let h = |k: &str| -> Result<Histogram<u64>, String> {
+            crate::hist_from_b64(
+                v["histograms"][k]
+                    .as_str()
+                    .ok_or("worker report without histograms")?,
+            )
+        };
+        Ok(HlsTotals {
+            listeners: n("listeners"),
+            passed: n("passed"),
+            stalls: n("stalls"),
+            stall_ms: f("stall_seconds") * 1000.0,
+            faults: v["faults"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            requests: n("requests"),
+            bytes: n("bytes"),
+            audio_ms: f("audio_seconds") * 1000.0,
+            fragments: n("fragments_validated"),
+            cpu: f("load_cpu_seconds"),
+            elapsed: f("elapsed_seconds"),
+            ttfa: h("ttfa")?,
+            latency: h("latency")?,
+        })
+    }
+
+    fn merge(&mut self, o: HlsTotals) {
+        self.listeners += o.listeners;
+        self.passed += o.passed;
+        self.stalls += o.stalls;
+        self.stall_ms += o.stall_ms;
+        for (k, n) in o.faults {
+            *self.faults.entry(k).or_default() += n;
+        }
+        self.requests += o.requests;
+        self.bytes += o.bytes;
+        self.audio_ms += o.audio_ms;
+        self.fragments += o.fragments;
+        self.cpu += o.cpu;
+        self.elapsed = self.elapsed.max(o.elapsed);
+        let _ = self.ttfa.add(&o.ttfa);
+        let _ = self.latency.add(&o.latency);
+    }
+
+    fn print(&self, args: &HlsArgs) {
+        let r = self.to_json(args, false);
+        println!(
+            "tribune-load hls: {} listeners on {} ({}, {} worker process(es))",
+            self.listeners,
+            args.url,
+            r["mode"].as_str().unwrap_or(""),
+            args.workers
+        );
+        println!(
+            "  time to first audio ms: p50 {} p95 {} max {}",
+            r["time_to_first_audio_ms"]["p50"],
+            r["time_to_first_audio_ms"]["p95"],
+            r["time_to_first_audio_ms"]["max"]
+        );
+        println!(
+            "  latency from PROGRAM-DATE-TIME ms: p50 {} p95 {} max {} ({} samples)",
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p95"],
+            r["latency_ms"]["max"],
+            self.latency.len()
+        );
+        println!(
+            "  stalls: {} ({:.1} s)  faults: {:?}  fragments validated: {}",
+            self.stalls,
+            self.stall_ms / 1000.0,
+            self.faults,
+            self.fragments
+        );
+        println!(
+            "  requests: {} ({:.0}/s)  bytes: {}  audio: {:.0} s  elapsed: {:.1} s  load generator CPU: {:.2} s",
+            self.requests,
+            self.requests as f64 / self.elapsed.max(1e-9),
+            self.bytes,
+            self.audio_ms / 1000.0,
+            self.elapsed,
+            self.cpu
+        );
+    }
+}
+
+/// Runs `workers` copies of this program, each with its share of the
+/// listeners and source addresses, and merges their reports.
+fn run_workers(args: &HlsArgs) -> Result<HlsTotals, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("tribune-load-hls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let k = args.workers;
+    let mut children = Vec::new();
+    for i in 0..k {
+        let n = args.listeners / k + usize::from(i < args.listeners % k);
+        if n == 0 {
+            continue;
+        }
+        let binds: Vec<String> = args
+            .bind
+            .iter()
+            .skip(i % args.bind.len().max(1))
+            .step_by(k.min(args.bind.len()).max(1))
+            .map(|ip| ip.to_string())
+            .collect();
+        let json = dir.join(format!("worker-{i}.json"));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["hls", &args.url, "--listeners", &n.to_string()])
+            .args(["--ramp", &(args.ramp / k as f64).to_string()])
+            .args(["--duration", &args.duration.to_string()])
+            .args(["--rendition", &args.rendition, "--emit-histograms"])
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::process::Stdio::null());
+        if args.plain {
+            cmd.arg("--plain");
+        }
+        if !binds.is_empty() {
+            cmd.arg("--bind").arg(binds.join(","));
+        }
+        children.push((
+            cmd.spawn()
+                .map_err(|e| format!("cannot start worker: {e}"))?,
+            json,
+        ));
+    }
+    let mut total: Option<HlsTotals> = None;
+    for (mut child, json) in children {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&json)
+            .map_err(|e| format!("worker report {}: {e}", json.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let t = HlsTotals::from_json(&v)?;
+        match &mut total {
+            None => total = Some(t),
+            Some(acc) => acc.merge(t),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    total.ok_or_else(|| "no workers ran".to_string())
+}
+
+/// Runs the listeners in this process.
+async fn run_here(args: &HlsArgs) -> Result<HlsTotals, String> {
     let target = Arc::new(tribune_client::stream::parse_url(&args.url)?);
-    let args = Arc::new(args);
+    let args = Arc::new(args.clone());
     let epoch = Instant::now();
-    let cpu0 = cpu_seconds();
+    let cpu0 = crate::cpu_seconds();
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(args.listeners)));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.listeners {
         let due = epoch + Duration::from_secs_f64(i as f64 / args.ramp);
         tokio::time::sleep_until(due.into()).await;
+        let bind = (!args.bind.is_empty()).then(|| args.bind[i % args.bind.len()]);
         let (args, target, outcomes) = (args.clone(), target.clone(), outcomes.clone());
         tasks.spawn(async move {
-            let played = one_listener(args, target).await;
+            let played = one_listener(args, target, bind).await;
             outcomes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -644,95 +999,45 @@ pub async fn hls(args: HlsArgs) -> Result<bool, String> {
     }
     while tasks.join_next().await.is_some() {}
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
-    let elapsed = epoch.elapsed().as_secs_f64();
-    let (mut ttfa, mut latency) = (hist(), hist());
-    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut stalls, mut stall_ms, mut requests, mut bytes, mut audio_ms, mut passed) =
-        (0u64, 0.0, 0u64, 0u64, 0.0, 0usize);
-    for o in &outcomes {
-        if let Some(t) = o.ttfa_ms {
-            let _ = ttfa.record(t.max(1.0) as u64);
-        }
-        for &l in &o.latencies {
-            let _ = latency.record(l.max(1.0) as u64);
-        }
-        if let Some(f) = &o.fault {
-            // group faults by their kind (the text before any detail)
-            let kind: String = f.split(':').next().unwrap_or(f).chars().take(80).collect();
-            *faults.entry(kind).or_default() += 1;
-        }
-        stalls += u64::from(o.stalls);
-        stall_ms += o.stall_ms;
-        requests += o.requests;
-        bytes += o.bytes;
-        audio_ms += o.audio_ms;
-        if o.fault.is_none() && o.stalls == 0 && o.ttfa_ms.is_some() {
-            passed += 1;
-        }
+    Ok(HlsTotals::from_outcomes(
+        &outcomes,
+        crate::cpu_seconds() - cpu0,
+        epoch.elapsed().as_secs_f64(),
+    ))
+}
+
+/// True when every listener passed: audio came, every fragment was
+/// valid, no stall, no fault.
+pub async fn hls(args: HlsArgs) -> Result<bool, String> {
+    if args.listeners == 0 || args.duration <= 0.0 || args.ramp <= 0.0 || args.workers == 0 {
+        return Err("listeners, duration, ramp and workers must be positive".into());
     }
-    let pct = |h: &Histogram<u64>, q: f64| {
-        if h.is_empty() {
-            json!(null)
-        } else {
-            json!(h.value_at_quantile(q))
-        }
+    if let Some(ip) = args.bind.iter().find(|ip| !ip.is_loopback()) {
+        return Err(format!("--bind {ip}: only loopback source addresses"));
+    }
+    let totals = if args.workers > 1 {
+        let a = args.clone();
+        tokio::task::spawn_blocking(move || run_workers(&a))
+            .await
+            .map_err(|e| e.to_string())??
+    } else {
+        run_here(&args).await?
     };
-    let report = json!({
-        "url": args.url,
-        "mode": if args.plain { "plain HLS (segments)" } else { "LL-HLS (blocking reload, parts)" },
-        "rendition": args.rendition,
-        "listeners": outcomes.len(),
-        "passed": passed,
-        "stalls": stalls,
-        "stall_ms": stall_ms,
-        "faults": faults,
-        "requests": requests,
-        "requests_per_sec": requests as f64 / elapsed.max(1e-9),
-        "bytes": bytes,
-        "audio_seconds": audio_ms / 1000.0,
-        "time_to_first_audio_ms": {"p50": pct(&ttfa, 0.5), "p95": pct(&ttfa, 0.95), "max": pct(&ttfa, 1.0)},
-        "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "max": pct(&latency, 1.0), "samples": latency.len()},
-        "elapsed_s": elapsed,
-        "load_generator_cpu_s": cpu_seconds() - cpu0,
-    });
-    println!(
-        "tribune-load hls: {} listeners on {} ({})",
-        outcomes.len(),
-        args.url,
-        report["mode"].as_str().unwrap_or("")
-    );
-    println!(
-        "  time to first audio ms: p50 {} p95 {} max {}",
-        report["time_to_first_audio_ms"]["p50"],
-        report["time_to_first_audio_ms"]["p95"],
-        report["time_to_first_audio_ms"]["max"]
-    );
-    println!(
-        "  latency from PROGRAM-DATE-TIME ms: p50 {} p95 {} max {} ({} samples)",
-        report["latency_ms"]["p50"],
-        report["latency_ms"]["p95"],
-        report["latency_ms"]["max"],
-        latency.len()
-    );
-    println!(
-        "  stalls: {stalls} ({:.1} s)  faults: {faults:?}",
-        stall_ms / 1000.0
-    );
-    println!(
-        "  requests: {requests} ({:.0}/s)  bytes: {bytes}  audio: {:.0} s  elapsed: {elapsed:.1} s  load generator CPU: {:.2} s",
-        requests as f64 / elapsed.max(1e-9),
-        audio_ms / 1000.0,
-        report["load_generator_cpu_s"].as_f64().unwrap_or(0.0)
-    );
+    totals.print(&args);
     if let Some(path) = &args.json {
+        let report = totals.to_json(&args, args.emit_histograms);
         std::fs::write(
             path,
             serde_json::to_string_pretty(&report).unwrap_or_default(),
         )
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    println!("{} passed, {} failed", passed, outcomes.len() - passed);
-    Ok(faults.is_empty() && stalls == 0)
+    println!(
+        "{} passed, {} failed",
+        totals.passed,
+        totals.listeners - totals.passed
+    );
+    Ok(totals.passed == totals.listeners && totals.fragments > 0)
 }
 
 #[cfg(test)]
@@ -770,8 +1075,9 @@ mod tests {
             }
         }
         let parts: Vec<_> = index.parts().map(|p| p.bytes.clone()).collect();
+        check_init(&index.init_segment().unwrap(), "opus").unwrap();
+        assert!(check_init(&index.init_segment().unwrap(), "aac").is_err());
         let mut check = FragmentCheck::default();
-        check.check(&index.init_segment().unwrap()).unwrap();
         for p in &parts {
             assert_eq!(check.check(p).unwrap(), 1000.0);
         }

@@ -280,7 +280,7 @@ async fn reconnect(
     None
 }
 
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // utime + stime of this process, from /proc (clock ticks of 100 Hz)
     std::fs::read_to_string("/proc/self/stat")
         .ok()
@@ -292,7 +292,7 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn pct(h: &Histogram<u64>, q: f64) -> Value {
+pub(crate) fn pct(h: &Histogram<u64>, q: f64) -> Value {
     if h.is_empty() {
         json!(null)
     } else {
@@ -304,7 +304,7 @@ fn new_hist() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("3 significant figures is valid")
 }
 
-fn hist_to_b64(h: &Histogram<u64>) -> String {
+pub(crate) fn hist_to_b64(h: &Histogram<u64>) -> String {
     use base64::Engine;
     let mut buf = Vec::new();
     use hdrhistogram::serialization::Serializer;
@@ -312,7 +312,7 @@ fn hist_to_b64(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
-fn hist_from_b64(text: &str) -> Result<Histogram<u64>, String> {
+pub(crate) fn hist_from_b64(text: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text)
