@@ -1,5 +1,5 @@
 // Opens a Tribune space page in headless Chromium, plays its first <audio>
-// (the replay, or the live fallback player with ?player=element), and
+// (#program: the replay, or the live fallback player with ?player=element), and
 // prints what the element did as JSON. Usage:
 //   node audio_plays.mjs PAGE_URL SECONDS SCREENSHOT.png
 import { chromium } from "playwright-core";
@@ -23,9 +23,11 @@ try {
   const consoleErrors = [];
   page.on("console", m => { if (m.type() === "error") consoleErrors.push(m.text()); });
   await page.goto(url, { waitUntil: "load" });
-  await page.waitForSelector("audio", { state: "attached", timeout: 10000 });
+  // the program's element (#program: the live fallback, or the replay);
+  // the page may also hold the HLS tier's own <audio>, idle
+  await page.waitForSelector("audio#program", { state: "attached", timeout: 10000 });
   result = await page.evaluate(async (secs) => {
-    const a = document.querySelector("audio");
+    const a = document.querySelector("audio#program");
     const events = [];
     for (const e of ["playing", "waiting", "stalled", "error", "ended"]) a.addEventListener(e, () => events.push(e));
     let playError = null;
