@@ -70,7 +70,7 @@ const shot = (page, file) => page.evaluate(() => window.scrollTo(0, 0)).catch(()
 /** Plays the first <audio> (the replay) and waits until it advanced `secs` (or the timeout). */
 function playFor(page, secs, timeoutMs) {
   return page.evaluate(async ([secs, timeoutMs]) => {
-    const a = document.querySelector("audio");
+    const a = document.querySelector("audio#program") || document.querySelector("audio");
     if (!a) return { error: "no <audio> element" };
     const t0 = performance.now();
     let playError = null;
@@ -209,7 +209,7 @@ async function main() {
 
   // The open listener page turns into the replay by itself.
   at("replay page");
-  await listener.waitForFunction(() => { const a = document.querySelector("audio"); return a && /\/replay\.opus$/.test(a.src); }, null, { timeout: 10_000 });
+  await listener.waitForFunction(() => { const a = document.querySelector("audio#program") || document.querySelector("audio"); return a && /\/replay\.opus$/.test(a.src); }, null, { timeout: 10_000 });
   const tracks = await listener.waitForFunction(() => {
     const items = document.querySelectorAll("#tracks li.track");
     return items.length >= 3 ? [...items].map((li) => li.dataset.identity) : false;
