@@ -960,20 +960,7 @@ fn run_workers(args: &HlsArgs) -> Result<HlsTotals, String> {
             json,
         ));
     }
-    let mut total: Option<HlsTotals> = None;
-    for (mut child, json) in children {
-        let _ = child.wait();
-        let text = std::fs::read_to_string(&json)
-            .map_err(|e| format!("worker report {}: {e}", json.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let t = HlsTotals::from_json(&v)?;
-        match &mut total {
-            None => total = Some(t),
-            Some(acc) => acc.merge(t),
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    total.ok_or_else(|| "no workers ran".to_string())
+    crate::collect_workers(children, &dir, HlsTotals::from_json, HlsTotals::merge)
 }
 
 /// Runs the listeners in this process.

@@ -657,19 +657,39 @@ fn run_workers(args: &ListenArgs) -> Result<Totals, String> {
             json,
         ));
     }
-    let mut total: Option<Totals> = None;
+    collect_workers(children, &dir, Totals::from_json, Totals::merge)
+}
+
+/// Waits for worker processes, reads each one's JSON report, merges them,
+/// and removes their folder (`listen` and `hls` both run workers this way).
+pub(crate) fn collect_workers<T>(
+    children: Vec<(std::process::Child, std::path::PathBuf)>,
+    dir: &std::path::Path,
+    parse: impl Fn(&Value) -> Result<T, String>,
+    merge: impl Fn(&mut T, T),
+) -> Result<T, String> {
+    let mut total: Option<T> = None;
     for (mut child, json) in children {
         let _ = child.wait();
         let text = std::fs::read_to_string(&json)
-            .map_err(|e| format!("worker report {}: {e}", json.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let t = Totals::from_json(&v)?;
+            .map_err(|e| format!("worker report {}: {e}", json.display()));
+        let t = text.and_then(|text| {
+            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            parse(&v)
+        });
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e);
+            }
+        };
         match &mut total {
             None => total = Some(t),
-            Some(acc) => acc.merge(t),
+            Some(acc) => merge(acc, t),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     total.ok_or_else(|| "no workers ran".to_string())
 }
 
