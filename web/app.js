@@ -1299,9 +1299,7 @@ class WebAudioPlayer {
     if (this.node) this.node.port.postMessage({ type: "hold" });
     if (this.ctx) this.ctx.suspend().catch(() => {});
     // paused, the output stops: live runs on without us
-    const at = Date.now(), base = this.behindMs || 0;
-    clearInterval(this.pauseTimer);
-    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+    countBehindWhilePaused(this);
     this.set("paused");
   }
   play() {
@@ -1335,6 +1333,13 @@ class WebAudioPlayer {
       rawBehindMs: this.rawBehindMs == null ? null : Math.round(this.rawBehindMs), stalls: this.stalls, stallMs: this.stallMs, played: +this.played.toFixed(3),
       queuedMs: this.pos ? Math.round(this.pos.queued / 48) : 0, nextSeq: this.seq ? this.seq.next : null, resumes: this.resumes, seqGap: this.seqGap, contextState: this.ctx ? this.ctx.state : null, marks, stallAt: this.stallLog.slice(0, 20) };
   }
+}
+
+/** While a player is paused, live runs on: how far behind it is grows by the wall clock. */
+function countBehindWhilePaused(player) {
+  const at = Date.now(), base = player.behindMs || 0;
+  clearInterval(player.pauseTimer);
+  player.pauseTimer = setInterval(() => { player.behindMs = base + Date.now() - at; player.hooks.onchange(); }, 500);
 }
 
 /**
@@ -1380,9 +1385,7 @@ class ElementPlayer {
   }
   pause() {
     this.paused = true; this.el.pause();
-    const at = Date.now(), base = this.behindMs || 0;
-    clearInterval(this.pauseTimer);
-    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+    countBehindWhilePaused(this);
   }
   play() { clearInterval(this.pauseTimer); this.paused = false; this.el.play().catch(() => {}); }
   backToLive() { this.start(this.src); }
@@ -1553,9 +1556,7 @@ class HlsPlayer {
   }
   pause() {
     this.paused = true; this.el.pause();
-    const at = Date.now(), base = this.behindMs || 0;
-    clearInterval(this.pauseTimer);
-    this.pauseTimer = setInterval(() => { this.behindMs = base + Date.now() - at; this.hooks.onchange(); }, 500);
+    countBehindWhilePaused(this);
     this.set("paused");
   }
   play() {
