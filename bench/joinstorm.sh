@@ -58,6 +58,7 @@ target/release/tribune-load listen "$URL" \
   --bind 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 --json "$JSON" || true
 C1=$(awk '{print $14+$15}' /proc/$SPID/stat)
 ADMITTED=$(python3 -c "import json; print(json.load(open('$JSON'))['statuses'].get('200', 0))" 2>/dev/null || echo 0)
+python3 -c "import json; print('  answers by status:', json.load(open('$JSON'))['statuses'])" 2>/dev/null || true
 python3 - "$C0" "$C1" "$ADMITTED" "$SERVER" <<'PY'
 import sys
 c0, c1, admitted, server = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -132,6 +132,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
 /// Binds with a deep accept queue: in a join storm a short one overflows
 /// and the kernel drops SYNs, which clients only retry a second later.
+/// TCP_NODELAY is set here once: accepted sockets inherit it, which saves
+/// every connection a setsockopt (live audio is written a flush at a time
+/// and must not wait for an ACK).
 fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -139,6 +142,7 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
         tokio::net::TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
+    sock.set_nodelay(true)?;
     sock.bind(addr)?;
     sock.listen(4096)
 }

@@ -113,7 +113,6 @@ async fn connection(
     lane: Lane,
     guard: ConnGuard,
 ) {
-    let _ = sock.set_nodelay(true);
     let cfg = &admission.app.cfg;
     let timeout = Duration::from_millis(cfg.header_timeout_ms);
     let (head, head_len, buf) = match read_head(&mut sock, cfg.max_header_bytes, timeout).await {

@@ -19,6 +19,16 @@ pub struct Audience {
     pub listeners: AtomicUsize,
     pub peak_listeners: AtomicUsize,
     pub health: Arc<Health>,
+    /// The space's metric handles, resolved once rather than per join.
+    pub metrics: AudienceMetrics,
+}
+
+/// Metric handles labelled with the space (a label lookup per listener
+/// would cost every join a registry search and two allocations).
+pub struct AudienceMetrics {
+    pub listeners: metrics::Gauge,
+    pub joins: metrics::Counter,
+    pub bytes_out: metrics::Counter,
 }
 
 impl Audience {
@@ -38,6 +48,11 @@ impl Audience {
             listeners: AtomicUsize::new(0),
             peak_listeners: AtomicUsize::new(peak),
             health,
+            metrics: AudienceMetrics {
+                listeners: metrics::gauge!("tribune_listeners", "space" => space_id.to_string()),
+                joins: metrics::counter!("tribune_listener_joins_total", "space" => space_id.to_string()),
+                bytes_out: metrics::counter!("tribune_bytes_out_total", "space" => space_id.to_string()),
+            },
         }
     }
 

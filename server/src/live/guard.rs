@@ -22,9 +22,8 @@ impl ListenerGuard {
     pub fn admitted(audience: Arc<Audience>, connection: Box<dyn Send>) -> ListenerGuard {
         let count = audience.listeners.fetch_add(1, Ordering::AcqRel) + 1;
         audience.peak_listeners.fetch_max(count, Ordering::AcqRel);
-        let space = audience.space_id.clone();
-        metrics::gauge!("tribune_listeners", "space" => space.clone()).set(count as f64);
-        metrics::counter!("tribune_listener_joins_total", "space" => space).increment(1);
+        audience.metrics.listeners.set(count as f64);
+        audience.metrics.joins.increment(1);
         ListenerGuard {
             audience,
             _connection: connection,
@@ -49,8 +48,7 @@ impl Drop for ListenerGuard {
             .listeners
             .fetch_sub(1, Ordering::AcqRel);
         let now = self.audience.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
-        let space = self.audience.space_id.clone();
-        metrics::gauge!("tribune_listeners", "space" => space).set(now as f64);
+        self.audience.metrics.listeners.set(now as f64);
         metrics::counter!("tribune_listener_disconnects_total", "reason" => self.leave.as_str())
             .increment(1);
     }

@@ -60,8 +60,10 @@ pub async fn start(
         stream.http_minor.min(1),
         if chunked { "Transfer-Encoding: chunked\r\n" } else { "" },
     );
-    if sock.write_all(response.as_bytes()).await.is_err() || stream.head_only {
+    if stream.head_only {
+        let _ = sock.write_all(response.as_bytes()).await;
         return;
     }
+    joining.after_head(response.into());
     shards.add(sock, guard, joining);
 }

@@ -111,8 +111,7 @@ impl Shards {
         };
         let mut written = 0;
         let kept = advance(space, &mut l, self.rules, now, &mut written);
-        metrics::counter!("tribune_bytes_out_total", "space" => space.space_id.clone())
-            .increment(written);
+        space.metrics.bytes_out.increment(written);
         if kept {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
             // a closed shard means the space is gone: dropping the listener closes it
@@ -128,6 +127,13 @@ pub struct Joining {
 }
 
 impl Joining {
+    /// Puts the response head before the first buffers, so the head, the
+    /// header pages and the burst leave in one write (one segment and one
+    /// wake-up of the player instead of two).
+    pub fn after_head(&mut self, head: Bytes) {
+        self.pending.insert(0, head);
+    }
+
     /// Seq of the first packet it gets, when known.
     pub fn first_seq(&self) -> Option<u64> {
         self.cursor.first_seq()
@@ -168,7 +174,7 @@ async fn run(
     let (mut head, bytes_out, health) = match live.upgrade() {
         Some(l) => (
             l.subscribe_head(),
-            metrics::counter!("tribune_bytes_out_total", "space" => l.space_id.clone()),
+            l.metrics.bytes_out.clone(),
             l.health.clone(),
         ),
         None => return,
