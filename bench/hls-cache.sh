@@ -6,9 +6,9 @@
 # audience given in turn against the same node and cache. For each it
 # prints what listeners experienced and what the origin paid:
 #   listeners passed / stalls / faults, time to first audio and latency
-#   (from PROGRAM-DATE-TIME) p50/p95, origin requests per second (nginx's
-#   access log: requests with an upstream; and the node's own count),
-#   cache hit ratio, nginx's and the node's CPU per listener-second
+#   (from PROGRAM-DATE-TIME) p50/p95, origin requests per second (the
+#   node's own count of HLS requests), requests that passed nginx's front
+#   cache layer (its access log: requests with an upstream), hit ratio, nginx's and the node's CPU per listener-second
 #   (/proc/PID/stat over the steady state: after the ramp, before anyone
 #   leaves), and the load average beside it.
 # Usage: [SECS=60] [RAMP=500] [PER_WORKER=3000] [NGINX_WORKERS=2] [PLAIN=1]
@@ -56,6 +56,7 @@ SRCPID=$!; PIDS+=($SRCPID)
 mkdir -p "$DATA/nginx"
 sed -e "s#/var/cache/nginx/tribune-hls#$DATA/nginx/cache#" \
     -e "s#listen 8088 #listen 127.0.0.1:$CACHE_PORT #" \
+    -e "s#127.0.0.1:8089#127.0.0.1:$((PORT + 2))#g" \
     deploy/nginx/tribune-hls.conf >"$DATA/nginx/tribune-hls.conf"
 grep -q "listen 127.0.0.1:$CACHE_PORT " "$DATA/nginx/tribune-hls.conf" ||
   { echo "deploy/nginx/tribune-hls.conf no longer listens on 8088: update this script" >&2; exit 1; }
@@ -138,8 +139,8 @@ print(f"  listeners: {r['passed']}/{r['listeners']} passed, {r['stalls']} stalls
       f"{r['fragments_validated']} fragments validated")
 print(f"  time to first audio ms p50/p95: {r['time_to_first_audio_ms']['p50']}/{r['time_to_first_audio_ms']['p95']}; "
       f"latency ms p50/p95: {r['latency_ms']['p50']}/{r['latency_ms']['p95']}")
-print(f"  steady state {secs:.1f} s: nginx answered {total / secs:.0f} HLS req/s, {upstream / secs:.2f}/s went to the origin "
-      f"(node counted {(r1 - r0) / secs:.2f}/s); hit ratio {hits / max(total, 1) * 100:.2f}% {statuses}")
+print(f"  steady state {secs:.1f} s: nginx answered {total / secs:.0f} HLS req/s, {upstream / secs:.2f}/s passed its front cache, "
+      f"the origin answered {(r1 - r0) / secs:.2f}/s (its own count); front hit ratio {hits / max(total, 1) * 100:.2f}% {statuses}")
 print(f"  CPU per listener-second: nginx {(g1 - g0) / 100 / lsec * 1e6:.1f} us ({(g1 - g0) / secs:.0f}% of a core), "
       f"node {(n1 - n0) / 100 / lsec * 1e6:.1f} us ({(n1 - n0) / secs:.1f}% of a core); "
       f"load generator {r['load_cpu_seconds']:.0f} CPU-s; load average {loadavg}")

@@ -151,3 +151,83 @@ fn nginx_caches_the_tier_and_never_stores_bad_answers() {
     let _ = source.wait();
     assert!(nginx.access_log().lines().count() > 50);
 }
+
+/// More players than nginx's per-entry count holds (1,024) blocked on one
+/// key: with the shipped two-layer cache the node still answers it once.
+/// (With one layer, every 1,024th waiter wrapped the count, skipped the
+/// lock and reached the node uncached.)
+#[test]
+fn more_than_1024_players_on_one_blocking_key_reach_the_node_once() {
+    const PLAYERS: usize = 1_300;
+    let origin = Server::start(&["--per-ip-connections", "0"]);
+    let (id, host) = origin.live_space("Crowded key");
+    let mut source = ffmpeg_source(origin.addr, &id, &host, 40.0, 440);
+    let nginx = Nginx::start(origin.addr);
+    let cache = nginx.addr();
+    let base = format!("/spaces/{id}/hls");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(
+        cache,
+        &format!("{base}/opus/media.m3u8?_HLS_msn=1&_HLS_part=0"),
+    )
+    .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "no part 1.0");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // a key two parts past the one being made: everyone is waiting on it
+    // well before the node can answer
+    let playlist = get(origin.addr, &format!("{base}/opus/media.m3u8")).text();
+    let hint = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
+        .expect("a preload hint")
+        .trim_end_matches(".m4s\"")
+        .to_string();
+    let (msn, part) = hint.split_once('.').unwrap();
+    let layout = tribune_media::hls::HlsLayout::DEFAULT;
+    let hinted = tribune_media::hls::PartId {
+        msn: msn.parse().unwrap(),
+        part: part.parse().unwrap(),
+    };
+    let key = layout.next_part(layout.next_part(hinted));
+    let path = format!(
+        "{base}/opus/media.m3u8?_HLS_msn={}&_HLS_part={}",
+        key.msn, key.part
+    );
+    let before = node_requests(&origin, "playlist");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(PLAYERS));
+    let players: Vec<_> = (0..PLAYERS)
+        .map(|_| {
+            let (path, start) = (path.clone(), start.clone());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    get(cache, &path)
+                })
+                .expect("a player thread")
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for p in players {
+        let r = p.join().unwrap();
+        assert!(
+            r.status != 200
+                || r.text()
+                    .contains(&format!("part{}.{}.m4s", key.msn, key.part)),
+            "{}",
+            r.text()
+        );
+        *statuses.entry(r.status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&200), Some(&PLAYERS), "{statuses:?}");
+    assert_eq!(
+        node_requests(&origin, "playlist") - before,
+        1.0,
+        "node requests for one blocking key with {PLAYERS} players"
+    );
+    let _ = source.kill();
+    let _ = source.wait();
+}

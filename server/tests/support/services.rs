@@ -247,7 +247,8 @@ impl Nginx {
                 "/var/cache/nginx/tribune-hls",
                 &dir.path().join("cache").to_string_lossy(),
             )
-            .replace("listen 8088 ", &format!("listen 127.0.0.1:{port} "));
+            .replace("listen 8088 ", &format!("listen 127.0.0.1:{port} "))
+            .replace("127.0.0.1:8089", &format!("127.0.0.1:{}", free_port()));
         std::fs::write(dir.path().join("tribune-hls.conf"), site).unwrap();
         let d = dir.path().to_string_lossy().into_owned();
         let conf = format!(
