@@ -118,7 +118,10 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
     // playlists: short-lived in caches, LL-HLS
     let playlist = get(server.addr, &format!("{base}/opus/media.m3u8"));
     assert_eq!(playlist.status, 200);
-    assert_eq!(playlist.header("cache-control"), Some("public, max-age=1"));
+    assert_eq!(
+        playlist.header("cache-control"),
+        Some("public, max-age=1, stale-while-revalidate=1")
+    );
     assert_eq!(
         playlist.header("content-type"),
         Some("application/vnd.apple.mpegurl")

@@ -231,3 +231,67 @@ fn more_than_1024_players_on_one_blocking_key_reach_the_node_once() {
     let _ = source.kill();
     let _ = source.wait();
 }
+
+/// The last part a playlist lists, counted from the track's start.
+fn last_listed_part(playlist: &str) -> u64 {
+    let layout = tribune_media::hls::HlsLayout::DEFAULT;
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"part").nth(1))
+        .filter_map(|u| u.split_once(".m4s").map(|(id, _)| id.to_string()))
+        .filter_map(|id| {
+            let (msn, part) = id.split_once('.')?;
+            Some(layout.absolute_part(tribune_media::hls::PartId {
+                msn: msn.parse().ok()?,
+                part: part.parse().ok()?,
+            }))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A crowd arriving after a quiet spell gets a current playlist from the
+/// cache, not the one it stored before the quiet (nginx's
+/// `proxy_cache_use_stale updating` served an expired entry of any age to
+/// everyone who came while one request refreshed it).
+#[test]
+fn players_arriving_after_a_quiet_spell_get_a_current_playlist() {
+    let origin = Server::start(&["--per-ip-connections", "0"]);
+    let (id, host) = origin.live_space("Quiet then crowded");
+    let mut source = ffmpeg_source(origin.addr, &id, &host, 30.0, 440);
+    let nginx = Nginx::start(origin.addr);
+    let cache = nginx.addr();
+    let path = format!("/spaces/{id}/hls/opus/media.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(cache, &format!("{path}?_HLS_msn=1&_HLS_part=0")).status != 200 {
+        assert!(Instant::now() < deadline, "no part 1.0");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(cache, &path).status, 200); // stored now
+    std::thread::sleep(Duration::from_secs(6)); // six parts later
+    let live_edge = last_listed_part(&get(origin.addr, &path).text());
+    let start = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let players: Vec<_> = (0..64)
+        .map(|_| {
+            let (path, start) = (path.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                get(cache, &path)
+            })
+        })
+        .collect();
+    for p in players {
+        let r = p.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let last = last_listed_part(&r.text());
+        // at most one part older than the node's edge a moment before
+        assert!(
+            last + 1 >= live_edge,
+            "a playlist ending at part {last} when the node was at {live_edge} ({})",
+            r.header("x-cache-status").unwrap_or("-")
+        );
+    }
+    let _ = source.kill();
+    let _ = source.wait();
+}

@@ -389,7 +389,9 @@ async fn live(
                             (true, _) => "max-age=86400",
                             // the answer to a blocking request only gains parts later
                             (false, Some(_)) => "max-age=6",
-                            (false, None) => "max-age=1",
+                            // a cache may answer with the previous one while
+                            // it fetches the next, for one second and no more
+                            (false, None) => "max-age=1, stale-while-revalidate=1",
                         };
                         return Ok(Answer::playlist(asked.tokened(body), private, max_age));
                     }
