@@ -58,6 +58,16 @@ measure_origin() {
 echo "== origin, 3 edges relaying, no listeners (20 s)"
 IDLE=$(measure_origin 20); echo "origin: $IDLE"
 
+# the kernel's side, sampled while the listeners come and stay: TCP
+# memory (pages in /proc/net/sockstat) and the drop/pressure counters
+# (nstat deltas over the run), since every socket end is on one machine
+nstat -n 2>/dev/null || true
+( while :; do
+    echo "$(date +%s) $(awk '/^TCP:/ {for (i = 2; i < NF; i += 2) printf "%s=%s ", $i, $(i + 1)}' /proc/net/sockstat)"
+    sleep 5
+  done ) >"$DATA/sockstat.log" &
+PIDS+=($!)
+
 echo "== $N listeners over 3 edges, ramp $RAMP/s, $SECS s each, flush $FLUSH ms, player buffer $BUFFER ms"
 LOADS=()
 for i in 1 2 3; do
@@ -84,6 +94,8 @@ for i in 0 1 2; do
   python3 -c "print(f'edge{$i + 1}: {(${E1[$i]} - ${E0[$i]}) / 100 / 20 * 100:.1f}% of a core')"
 done
 echo "listeners connected at once, over the four nodes: $ATONCE"
+echo "kernel: TCP memory peak $(awk '{for (i = 2; i <= NF; i++) if ($i ~ /^mem=/) {split($i, a, "="); if (a[2] > m) m = a[2]}} END {printf "%d pages (%.0f MiB)", m, m * 4 / 1024}' "$DATA/sockstat.log") of tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem | tr '\t' '/') pages"
+echo "kernel counters over the run (nstat deltas): $(nstat 2>/dev/null | awk '$1 ~ /RcvQDrop|PruneCalled|MemoryPressures|TCPTimeouts|ListenOverflows|ListenDrops|TCPAbortOnMemory|OfoDrop|BacklogDrop/ {printf "%s %s, ", $1, $2}')"
 python3 - "$DATA" "$N" "$IDLE" "$FULL" <<'PY'
 import json, sys, glob
 data, n = sys.argv[1], int(sys.argv[2])
