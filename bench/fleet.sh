@@ -95,7 +95,8 @@ for i in 0 1 2; do
 done
 echo "listeners connected at once, over the four nodes: $ATONCE"
 echo "kernel: TCP memory peak $(awk '{for (i = 2; i <= NF; i++) if ($i ~ /^mem=/) {split($i, a, "="); if (a[2] > m) m = a[2]}} END {printf "%d pages (%.0f MiB)", m, m * 4 / 1024}' "$DATA/sockstat.log") of tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem | tr '\t' '/') pages"
-echo "kernel counters over the run (nstat deltas): $(nstat 2>/dev/null | awk '$1 ~ /RcvQDrop|PruneCalled|MemoryPressures|TCPTimeouts|ListenOverflows|ListenDrops|TCPAbortOnMemory|OfoDrop|BacklogDrop/ {printf "%s %s, ", $1, $2}')"
+DROPS=$(nstat 2>/dev/null | awk '$1 ~ /RcvQDrop|PruneCalled|MemoryPressures|TCPTimeouts|ListenOverflows|ListenDrops|TCPAbortOnMemory|OfoDrop|BacklogDrop/ {printf "%s %s, ", $1, $2}')
+echo "kernel drop/pressure counters over the run (nstat deltas): ${DROPS:-none moved}"
 python3 - "$DATA" "$N" "$IDLE" "$FULL" <<'PY'
 import json, sys, glob
 data, n = sys.argv[1], int(sys.argv[2])
