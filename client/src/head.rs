@@ -29,10 +29,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, NotHttp> {
                 .headers
                 .iter()
                 .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
+                    // header values are ASCII nearly always: no lossy scan then
+                    let value = match std::str::from_utf8(h.value) {
+                        Ok(v) => v.to_string(),
+                        Err(_) => String::from_utf8_lossy(h.value).into_owned(),
+                    };
+                    (h.name.to_string(), value)
                 })
                 .collect(),
             len,

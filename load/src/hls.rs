@@ -232,7 +232,17 @@ fn parse_date(text: &str) -> Option<f64> {
 }
 
 fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    // the first `name=` (found without building the pattern: this runs
+    // for every tag of every playlist every listener reloads)
+    let mut from = 0;
+    let at = loop {
+        let i = from + line[from..].find(name)?;
+        let end = i + name.len();
+        if line.as_bytes().get(end) == Some(&b'=') {
+            break end + 1;
+        }
+        from = i + 1;
+    };
     let rest = &line[at..];
     Some(match rest.strip_prefix('"') {
         Some(quoted) => quoted.split('"').next().unwrap_or(""),
@@ -524,7 +534,7 @@ async fn play(
         .ok_or("no such rendition in the master playlist")?;
     let media_path = resolve(&master_path, media_uri);
     let playlist_of = |got: &Got| -> Result<Playlist, String> {
-        parse_playlist(&String::from_utf8_lossy(&got.body))
+        parse_playlist(std::str::from_utf8(&got.body).map_err(|_| "a playlist that is not UTF-8")?)
     };
     let got = conn.get(&media_path, by(10.0)).await?;
     out.requests += 1;
