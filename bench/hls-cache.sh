@@ -12,7 +12,8 @@
 #   (/proc/PID/stat over the steady state: after the ramp, before anyone
 #   leaves), and the load average beside it.
 # Usage: [SECS=60] [RAMP=500] [PER_WORKER=3000] [NGINX_WORKERS=2] [PLAIN=1]
-#        bench/hls-cache.sh [listeners ...]        (default: 1000 5000)
+#        [RENDITION=opus|aac] bench/hls-cache.sh [listeners ...]
+#        (default: 1000 5000; PLAIN=1: whole segments, no blocking reloads)
 # Every process here is capped at 20,000 open files: listeners are split
 # over worker processes of PER_WORKER and spread over 127.31.0.x source
 # addresses. Loopback only; bounded in count and time.
@@ -84,9 +85,11 @@ EOF
 NGINX_PID=$!; PIDS+=($NGINX_PID)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$CACHE_PORT/" && break; sleep 0.1; done
 URL="http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/master.m3u8"
-# wait for the first parts (a blocking reload for part 1.0)
+# wait for the first parts (a blocking reload for part 1.0); plain players
+# start three segments back, so for them wait until there are three
+FIRST_MSN=1; [ -z "${PLAIN:-}" ] || FIRST_MSN=3
 for i in $(seq 60); do
-  curl -sf -m 12 -o /dev/null "http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/opus/media.m3u8?_HLS_msn=1&_HLS_part=0" && break
+  curl -sf -m 12 -o /dev/null "http://127.0.0.1:$CACHE_PORT/spaces/$ID/hls/opus/media.m3u8?_HLS_msn=$FIRST_MSN&_HLS_part=0" && break
   [ "$i" -lt 60 ] || { echo "no HLS parts after 30 s ($DATA): $(tail -3 "$DATA/source.log")" >&2; exit 1; }
   sleep 0.5
 done
@@ -97,6 +100,7 @@ node_cpu() { ticks /proc/$SPID/stat; }
 node_hls() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 ~ /^tribune_hls_requests_total/ {s += $NF} END {print s + 0}'; }
 BINDS=$(python3 -c "print(','.join(f'127.31.{i // 250}.{i % 250 + 1}' for i in range(16)))")
 MODE=(); [ -z "${PLAIN:-}" ] || MODE=(--plain)
+[ -z "${RENDITION:-}" ] || MODE+=(--rendition "$RENDITION")
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); nginx $(/usr/sbin/nginx -v 2>&1 | sed 's#.*/##'), $NGINX_WORKERS workers"
 echo "space $ID through $URL; ${SECS} s per listener, ramp ${RAMP}/s"
 for N in "${AUDIENCES[@]}"; do
