@@ -132,11 +132,9 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
     let (msn, part) = last_part(&text);
 
     // the next part: a blocking reload is answered when it is published
-    let (next_msn, next_part) = if part == 2 {
-        (msn + 1, 0)
-    } else {
-        (msn, part + 1)
-    };
+    let next =
+        tribune_media::hls::HlsLayout::DEFAULT.next_part(tribune_media::hls::PartId { msn, part });
+    let (next_msn, next_part) = (next.msn, next.part);
     let asked = Instant::now();
     let blocked = get(
         server.addr,
@@ -160,9 +158,10 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
             400,
         ),
         (
+            // more than two segments past the playlist's last
             format!(
                 "{base}/opus/media.m3u8?_HLS_msn={}&_HLS_part=0",
-                next_msn + 2
+                next_msn + 3
             ),
             400,
         ),
@@ -174,7 +173,7 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
             400,
         ),
         (format!("{base}/opus/media.m3u8?{}", "x".repeat(2000)), 414),
-        (format!("{base}/opus/part0.3.m4s"), 404),
+        (format!("{base}/opus/part0.4.m4s"), 404),
         (format!("{base}/opus/part99999.0.m4s"), 404),
         (format!("{base}/opus/part{}.0.m4s", next_msn + 2), 404),
         (format!("{base}/opus/part00.1.m4s"), 404),
@@ -197,6 +196,8 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
     }
 
     // ffmpeg plays the multivariant playlist (Opus) and the AAC rendition
+    // (it reads whole segments only: wait until one is complete)
+    wait_for_part(&server, &id, "opus", 1, 1);
     let url = server.url(&format!("{base}/master.m3u8"));
     let opus = decode_with_ffmpeg(&url, "3");
     assert!(opus.success, "{}", opus.errors);
@@ -215,7 +216,7 @@ fn origin_serves_ll_hls_bounded_and_the_same_bytes_after_the_end() {
         assert_eq!(rebuilt.header("etag"), live.header("etag"));
     }
     let segment = get(server.addr, &format!("{base}/opus/seg0.m4s"));
-    let parts: Vec<u8> = (0..3)
+    let parts: Vec<u8> = (0..tribune_media::hls::HlsLayout::DEFAULT.parts_per_segment())
         .flat_map(|k| get(server.addr, &format!("{base}/opus/part0.{k}.m4s")).body)
         .collect();
     assert_eq!(segment.body, parts, "a segment is its parts back to back");

@@ -176,7 +176,7 @@ fn more_than_1024_players_on_one_blocking_key_reach_the_node_once() {
         assert!(Instant::now() < deadline, "no part 1.0");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // a key two parts past the one being made: everyone is waiting on it
+    // a key three parts past the one being made: everyone is waiting on it
     // well before the node can answer
     let playlist = get(origin.addr, &format!("{base}/opus/media.m3u8")).text();
     let hint = playlist
@@ -191,7 +191,7 @@ fn more_than_1024_players_on_one_blocking_key_reach_the_node_once() {
         msn: msn.parse().unwrap(),
         part: part.parse().unwrap(),
     };
-    let key = layout.next_part(layout.next_part(hinted));
+    let key = layout.next_part(layout.next_part(layout.next_part(hinted)));
     let path = format!(
         "{base}/opus/media.m3u8?_HLS_msn={}&_HLS_part={}",
         key.msn, key.part

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn plans_cover_the_frames_starting_in_the_part() {
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         let p0 = AacPartPlan::new(&l, PartId { msn: 0, part: 0 }, None);
         assert_eq!(p0.frames, 0..47);
         assert_eq!(p0.pcm_start, -2048);
@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn a_part_is_the_same_bytes_however_much_track_is_around_it() {
         let track = opus_track(5);
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         let plan = AacPartPlan::new(&l, PartId { msn: 0, part: 2 }, None);
         let whole = encode_part(&plan, &track, STEREO_64K).unwrap();
         assert_eq!(whole.len(), (plan.frames.end - plan.frames.start) as usize);
@@ -349,7 +349,7 @@ mod tests {
     #[test]
     fn aac_frames_decode_back_to_the_tone() {
         let track = opus_track(3);
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         let config = rusty_aac::encode::audio_specific_config_bytes(48_000, 2);
         let mut decoder = rusty_aac::AacDecoder::with_config_bytes(&config).unwrap();
         let mut pcm = Vec::new();

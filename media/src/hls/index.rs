@@ -450,7 +450,7 @@ mod tests {
     /// The index of `n` packets; `finish` ends it as a space's end would
     /// (the track's last group, or `finish` when no group was pending).
     fn index_of(n: usize, finish: bool) -> RenditionIndex {
-        let mut index = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut index = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         for g in groups(n, finish) {
             index.push_group(&g).unwrap();
         }
@@ -510,7 +510,7 @@ mod tests {
     fn byte_identical_when_built_twice_or_fed_differently() {
         let a = index_of(400, true);
         // Another node getting the same packets one frame at a time.
-        let mut b = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut b = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         for g in groups(400, true) {
             for frame in group_frames(&g) {
                 b.push(frame).unwrap();
@@ -560,7 +560,7 @@ mod tests {
     #[test]
     fn old_parts_are_dropped_but_segments_are_remembered() {
         let mut index =
-            RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS).with_retention(4);
+            RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS).with_retention(4);
         for g in groups(50 * 30, false) {
             index.push_group(&g).unwrap();
         }
@@ -580,7 +580,7 @@ mod tests {
             ingest_ms: 0,
             data: Bytes::from_static(&[0xF8]),
         };
-        let mut index = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut index = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         index.push(frame(0)).unwrap();
         assert!(matches!(
             index.push(frame(1920)),
@@ -602,7 +602,7 @@ mod tests {
 
     #[test]
     fn a_track_resumed_mid_grid_starts_with_a_short_part() {
-        let mut index = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut index = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         let start = 150_000; // inside part 1.0
         for i in 0..60u64 {
             index
@@ -628,7 +628,7 @@ mod tests {
         // index built itself
         let full = index_of(900, false);
         // another node that saw the track only from segment 2 on
-        let mut late = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut late = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         for g in groups(900, false) {
             for frame in group_frames(&g)
                 .into_iter()
@@ -648,7 +648,7 @@ mod tests {
         // seeding again adds nothing
         assert_eq!(late.seed(full.segments().iter().copied()), 0);
         // an index of summaries only: an ended recording's playlist
-        let mut summaries = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut summaries = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         summaries.seed(full.segments().iter().copied());
         summaries.finish().unwrap();
         let position = summaries.position().unwrap();

@@ -54,8 +54,18 @@ pub struct HlsLayout {
 }
 
 impl HlsLayout {
-    /// 1 s parts, 3 parts to a segment (docs/HLS.md says why).
+    /// 0.5 s parts, 4 parts to a 2 s segment (docs/HLS.md says why: with
+    /// 1 s parts and 3 s segments, players holding back three of each
+    /// measured ~4 s (LL-HLS) and ~12 s (plain) behind live through nginx).
     pub const DEFAULT: HlsLayout = HlsLayout {
+        part_samples: SAMPLE_RATE / 2,
+        parts_per_segment: 4,
+    };
+
+    /// 1 s parts, 3 to a segment: the layout the unit tests' expected
+    /// values are written in.
+    #[cfg(test)]
+    pub const ONE_SECOND: HlsLayout = HlsLayout {
         part_samples: SAMPLE_RATE,
         parts_per_segment: 3,
     };
@@ -204,11 +214,22 @@ fn canonical_number(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_default_is_half_second_parts_in_two_second_segments() {
+        let l = HlsLayout::DEFAULT;
+        assert_eq!(l.part_samples(), 24_000);
+        assert_eq!(l.segment_samples(), 96_000);
+        assert_eq!(l.part_target_samples(960), 24_000);
+        // AAC frames of 1024 samples: parts of 23 or 24 frames
+        assert_eq!(l.part_target_samples(1024), 24_576);
+        assert_eq!(l.target_duration_secs(960), 2);
+    }
+
     use super::*;
 
     #[test]
     fn the_grid_names_granules() {
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         assert_eq!(l.segment_samples(), 144_000);
         assert_eq!(l.part_at(0), PartId { msn: 0, part: 0 });
         assert_eq!(l.part_at(47_999), PartId { msn: 0, part: 0 });
@@ -226,7 +247,7 @@ mod tests {
 
     #[test]
     fn targets_round_up_to_whole_frames() {
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         assert_eq!(l.part_target_samples(960), 48_000);
         assert_eq!(l.part_target_samples(1024), 48_128);
         assert_eq!(l.target_duration_secs(960), 3);
@@ -241,7 +262,7 @@ mod tests {
             HlsLayout::new(48_000, 11),
             Err(LayoutError::SegmentTooLong(_))
         ));
-        assert_eq!(HlsLayout::new(48_000, 3), Ok(HlsLayout::DEFAULT));
+        assert_eq!(HlsLayout::new(48_000, 3), Ok(HlsLayout::ONE_SECOND));
     }
 
     #[test]

@@ -263,7 +263,7 @@ mod tests {
 
     fn index_after(packets: usize, finish: bool) -> RenditionIndex {
         let mut track = Track::new(4800);
-        let mut index = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let mut index = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         for i in 0..packets {
             let data = Bytes::from(vec![0xF8, i as u8]);
             for group in track.push(data, 960, EPOCH_MS + i as u64 * 20) {
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn an_empty_rendition_renders_headers_only() {
-        let index = RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS);
+        let index = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS);
         let text = media_playlist(&index);
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         assert!(!text.contains("EXTINF"));
@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn aac_parts_target_whole_frames() {
         let index = RenditionIndex::new(
-            HlsLayout::DEFAULT,
+            HlsLayout::ONE_SECOND,
             AudioConfig::AacLc(AacLcConfig {
                 channels: 2,
                 bitrate: 64_000,

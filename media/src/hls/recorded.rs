@@ -216,8 +216,8 @@ mod tests {
     fn recording(packets: usize, finish: bool) -> (Bytes, RenditionIndex) {
         let mut file = header_pages(3, "rec", 1_700_000_000_000).to_vec();
         let mut track = Track::new(4800);
-        let mut live =
-            RenditionIndex::new(HlsLayout::DEFAULT, AudioConfig::PROGRAM_OPUS).with_retention(100);
+        let mut live = RenditionIndex::new(HlsLayout::ONE_SECOND, AudioConfig::PROGRAM_OPUS)
+            .with_retention(100);
         for i in 0..packets {
             let data = Bytes::from(vec![31 << 3, i as u8, 0x55]);
             for g in track.push(data, 960, 1_700_000_000_000 + i as u64 * 20) {
@@ -245,10 +245,10 @@ mod tests {
         assert_eq!(rec.frames.len(), 533);
         assert_eq!(rec.end_granule(), 533 * 960);
         for part in live.parts() {
-            let rebuilt = rec.opus_part(&HlsLayout::DEFAULT, part.id).unwrap();
+            let rebuilt = rec.opus_part(&HlsLayout::ONE_SECOND, part.id).unwrap();
             assert_eq!(rebuilt.as_ref(), Some(&part.bytes), "{:?}", part.id);
         }
-        let index = rec.opus_index(HlsLayout::DEFAULT).unwrap();
+        let index = rec.opus_index(HlsLayout::ONE_SECOND).unwrap();
         assert_eq!(index.segments(), live.segments());
         assert_eq!(index.position(), live.position());
     }
@@ -258,7 +258,7 @@ mod tests {
         let (file, live) = recording(130, false);
         let rec = RecordedTrack::parse(file);
         assert!(!rec.ended);
-        let l = HlsLayout::DEFAULT;
+        let l = HlsLayout::ONE_SECOND;
         assert!(rec
             .opus_part(&l, PartId { msn: 0, part: 1 })
             .unwrap()

@@ -243,7 +243,7 @@ mod tests {
         reload_decision(
             Some(BlockingRequest { msn, part }),
             live(),
-            &HlsLayout::DEFAULT,
+            &HlsLayout::ONE_SECOND,
             FRAME,
         )
     }
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(decide(0, Some(0)), ReloadDecision::Ready);
         // No directives: a plain reload.
         assert_eq!(
-            reload_decision(None, live(), &HlsLayout::DEFAULT, FRAME),
+            reload_decision(None, live(), &HlsLayout::ONE_SECOND, FRAME),
             ReloadDecision::Ready
         );
     }
@@ -310,7 +310,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                reload_decision(Some(request), ended, &HlsLayout::DEFAULT, FRAME),
+                reload_decision(Some(request), ended, &HlsLayout::ONE_SECOND, FRAME),
                 ReloadDecision::Ready
             );
         }
@@ -323,7 +323,7 @@ mod tests {
             part: Some(0),
         };
         assert_eq!(
-            reload_decision(Some(request), None, &HlsLayout::DEFAULT, FRAME),
+            reload_decision(Some(request), None, &HlsLayout::ONE_SECOND, FRAME),
             wait(0, 0)
         );
     }
@@ -389,15 +389,15 @@ mod tests {
 
     #[test]
     fn the_advance_part_limit_follows_the_part_target() {
-        assert_eq!(advance_part_limit(&HlsLayout::DEFAULT, FRAME), 3);
+        assert_eq!(advance_part_limit(&HlsLayout::ONE_SECOND, FRAME), 3);
         let half_second = HlsLayout::new(24_000, 6).unwrap();
         assert_eq!(advance_part_limit(&half_second, FRAME), 6);
-        assert_eq!(max_wait_ms(&HlsLayout::DEFAULT, FRAME), 9_000);
+        assert_eq!(max_wait_ms(&HlsLayout::ONE_SECOND, FRAME), 9_000);
     }
 
     #[test]
     fn parts_and_segments_exist_only_when_published_or_hinted() {
-        let layout = HlsLayout::DEFAULT;
+        let layout = HlsLayout::ONE_SECOND;
         let part = |id| part_decision(id, live(), &layout, FRAME);
         assert_eq!(part(at(5, 0)), ResourceDecision::Available);
         assert_eq!(part(at(0, 0)), ResourceDecision::Available);
