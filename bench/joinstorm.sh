@@ -15,10 +15,15 @@ JOINS=${1:-40000}; RAMP=${RAMP:-20000}; HOLD=${HOLD:-1}; PORT=${PORT:-18290}; SE
 scripts/install-deps.sh run
 cargo build --release -q --bin tribune --bin tribune-load --bin tribune-floor
 if [ "$SERVER" = both ]; then
-  floor=$(SERVER=floor "$0" "$JOINS" | tee /dev/stderr | awk '/per admitted join/{print $NF}')
+  FLOOR_OUT=$(SERVER=floor "$0" "$JOINS" | tee /dev/stderr)
   sleep 3
-  tribune=$(SERVER=tribune "$0" "$JOINS" | tee /dev/stderr | awk '/per admitted join/{print $NF}')
-  python3 -c "f=float('$floor'); t=float('$tribune'); print(f'CPU per admitted join: floor {f:.1f} us, tribune {t:.1f} us, ratio {t/f:.2f}x')"
+  TRIBUNE_OUT=$(SERVER=tribune "$0" "$JOINS" | tee /dev/stderr)
+  per() { echo "$1" | awk -v k="$2" '$0 ~ k {print $NF}' | tail -1; }
+  python3 -c "
+f, t = float('$(per "$FLOOR_OUT" ', per admitted join')'), float('$(per "$TRIBUNE_OUT" ', per admitted join')')
+fa, ta = float('$(per "$FLOOR_OUT" 'above idle')'), float('$(per "$TRIBUNE_OUT" 'above idle')')
+print(f'CPU per admitted join: floor {f:.1f} us, tribune {t:.1f} us, ratio {t/f:.2f}x')
+print(f'above each server\'s idle work: floor {fa:.1f} us, tribune {ta:.1f} us, ratio {ta/fa:.2f}x')"
   exit 0
 fi
 DATA=$(mktemp -d)
@@ -52,18 +57,28 @@ case "$SERVER" in
 esac
 sleep 2
 JSON=${JSON_OUT:-$DATA/load.json}
-C0=$(awk '{print $14+$15}' /proc/$SPID/stat)
+# the server's own work with nobody joining (a live space: Tribune packages
+# HLS and encodes AAC whether or not anyone joins; the floor only reads its
+# input), measured over 4 s just before the storm
+I0=$(awk '{print $14+$15}' /proc/$SPID/stat); sleep 4; I1=$(awk '{print $14+$15}' /proc/$SPID/stat)
+C0=$(awk '{print $14+$15}' /proc/$SPID/stat); T0=$(date +%s.%N)
 target/release/tribune-load listen "$URL" \
   --listeners "$JOINS" --ramp "$RAMP" --duration "$HOLD" --workers "${WORKERS:-2}" \
   --bind 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 --json "$JSON" || true
-C1=$(awk '{print $14+$15}' /proc/$SPID/stat)
+C1=$(awk '{print $14+$15}' /proc/$SPID/stat); T1=$(date +%s.%N)
 ADMITTED=$(python3 -c "import json; print(json.load(open('$JSON'))['statuses'].get('200', 0))" 2>/dev/null || echo 0)
 python3 -c "import json; print('  answers by status:', json.load(open('$JSON'))['statuses'])" 2>/dev/null || true
-python3 - "$C0" "$C1" "$ADMITTED" "$SERVER" <<'PY'
+python3 - "$C0" "$C1" "$ADMITTED" "$SERVER" "$I0" "$I1" "$T0" "$T1" <<'PY'
 import sys
 c0, c1, admitted, server = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+i0, i1, t0, t1 = map(float, sys.argv[5:9])
 cpu = (c1 - c0) / 100
+idle_rate = (i1 - i0) / 100 / 4  # cores
+above = cpu - idle_rate * (t1 - t0)
 per = cpu / admitted * 1e6 if admitted else float("nan")
-print(f"{server}: server CPU during the storm {cpu:.2f} s, {admitted} admitted, per admitted join {per:.1f}")
+per_above = above / admitted * 1e6 if admitted else float("nan")
+print(f"{server}: idle {idle_rate * 100:.1f}% of a core; storm {t1 - t0:.1f} s, server CPU {cpu:.2f} s, "
+      f"{admitted} admitted, per admitted join {per:.1f}")
+print(f"{server}: above idle per admitted join {per_above:.1f}")
 PY
 echo "peak RSS $(awk '/VmHWM/{print $2}' /proc/$SPID/status) KiB"
