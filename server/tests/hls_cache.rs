@@ -38,18 +38,7 @@ fn nginx_caches_the_tier_and_never_stores_bad_answers() {
     assert_eq!(get(edge.addr, &format!("{base}/master.m3u8")).status, 200);
 
     // wait for part 1.0 through the cache, by blocking reload
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = get(
-            cache,
-            &format!("{base}/opus/media.m3u8?_HLS_msn=1&_HLS_part=0"),
-        );
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} {}", r.status, r.text());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_hls_part(cache, &id, 1, 0);
 
     // one part, asked 30 times: one node request, the rest cache hits
     let before = node_requests(&origin, "part");
@@ -70,13 +59,7 @@ fn nginx_caches_the_tier_and_never_stores_bad_answers() {
 
     // 20 players blocking on the next part at once: the node sees one
     let playlist = get(cache, &format!("{base}/opus/media.m3u8")).text();
-    let hint = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
-        .expect("a preload hint")
-        .trim_end_matches(".m4s\"")
-        .to_string();
-    let (msn, part) = hint.split_once('.').unwrap();
+    let tribune_media::hls::PartId { msn, part } = preload_hint(&playlist);
     let before = node_requests(&origin, "playlist");
     let blocking = format!("{base}/opus/media.m3u8?_HLS_msn={msn}&_HLS_part={part}");
     let players: Vec<_> = (0..20)
@@ -165,32 +148,12 @@ fn more_than_1024_players_on_one_blocking_key_reach_the_node_once() {
     let nginx = Nginx::start(origin.addr);
     let cache = nginx.addr();
     let base = format!("/spaces/{id}/hls");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(
-        cache,
-        &format!("{base}/opus/media.m3u8?_HLS_msn=1&_HLS_part=0"),
-    )
-    .status
-        != 200
-    {
-        assert!(Instant::now() < deadline, "no part 1.0");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_hls_part(cache, &id, 1, 0);
     // a key three parts past the one being made: everyone is waiting on it
     // well before the node can answer
     let playlist = get(origin.addr, &format!("{base}/opus/media.m3u8")).text();
-    let hint = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
-        .expect("a preload hint")
-        .trim_end_matches(".m4s\"")
-        .to_string();
-    let (msn, part) = hint.split_once('.').unwrap();
+    let hinted = preload_hint(&playlist);
     let layout = tribune_media::hls::HlsLayout::DEFAULT;
-    let hinted = tribune_media::hls::PartId {
-        msn: msn.parse().unwrap(),
-        part: part.parse().unwrap(),
-    };
     let key = layout.next_part(layout.next_part(layout.next_part(hinted)));
     let path = format!(
         "{base}/opus/media.m3u8?_HLS_msn={}&_HLS_part={}",
@@ -263,11 +226,7 @@ fn players_arriving_after_a_quiet_spell_get_a_current_playlist() {
     let nginx = Nginx::start(origin.addr);
     let cache = nginx.addr();
     let path = format!("/spaces/{id}/hls/opus/media.m3u8");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(cache, &format!("{path}?_HLS_msn=1&_HLS_part=0")).status != 200 {
-        assert!(Instant::now() < deadline, "no part 1.0");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_hls_part(cache, &id, 1, 0);
     assert_eq!(get(cache, &path).status, 200); // stored now
     std::thread::sleep(Duration::from_secs(6)); // six parts later
     let live_edge = last_listed_part(&get(origin.addr, &path).text());

@@ -77,17 +77,7 @@ fn hls_listeners_pass_directly_and_through_nginx_and_fail_when_they_should() {
     let nginx = Nginx::start(node.addr);
     let path = format!("/spaces/{id}/hls/master.m3u8");
     // wait for the first parts
-    assert!(eventually(Duration::from_secs(20), || {
-        request(
-            node.addr,
-            "GET",
-            &format!("/spaces/{id}/hls/opus/media.m3u8?_HLS_msn=1&_HLS_part=0"),
-            &[],
-            None,
-        )
-        .status
-            == 200
-    }));
+    wait_for_hls_part(node.addr, &id, 1, 0);
 
     // straight from the node, both renditions
     let direct = node.url(&path);

@@ -42,20 +42,7 @@ fn mpv_plays_the_hls_tier() {
     let (id, host) = s.live_space("mpv hls");
     let mut source = ffmpeg_source(s.addr, &id, &host, 30.0, 440);
     // a segment and a part beyond it: something for mpv to start on
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while request(
-        s.addr,
-        "GET",
-        &format!("/spaces/{id}/hls/opus/media.m3u8?_HLS_msn=1&_HLS_part=1"),
-        &[],
-        None,
-    )
-    .status
-        != 200
-    {
-        assert!(std::time::Instant::now() < deadline, "no HLS parts");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_for_hls_part(s.addr, &id, 1, 1);
     let master = mpv_plays(&s.url(&format!("/spaces/{id}/hls/master.m3u8")));
     assert!(master.contains("opus 2ch 48000Hz"), "{master}");
     assert!(master.contains("aac 2ch 48000Hz"), "{master}");

@@ -535,7 +535,7 @@ pub async fn watch_health(admission: Arc<Admission>) {
     let flush_budget = admission.cfg().flush_ms.max(100) * 2;
     let max_memory_mb = admission.cfg().max_memory_mb;
     let page = 4096u64;
-    let mut open_files_due = EveryNth::new(OPEN_FILES_EVERY);
+    let mut ticks: u32 = 0;
     loop {
         tick.tick().await;
         let health = admission.health();
@@ -567,9 +567,10 @@ pub async fn watch_health(admission: Arc<Admission>) {
         metrics::gauge!("tribune_node_listeners").set(listeners as f64);
         metrics::gauge!("tribune_open_connections")
             .set(admission.connections.load(Ordering::Relaxed) as f64);
-        if open_files_due.tick() {
+        if ticks.is_multiple_of(OPEN_FILES_EVERY) {
             metrics::gauge!("tribune_open_files").set(open_files() as f64);
         }
+        ticks = ticks.wrapping_add(1);
         metrics::gauge!("tribune_tasks").set(
             tokio::runtime::Handle::current()
                 .metrics()
@@ -588,28 +589,6 @@ pub async fn watch_health(admission: Arc<Admission>) {
 /// entry per descriptor (20,000 with a full node), which measured 6% of the
 /// node's CPU in a join storm when done every tick.
 const OPEN_FILES_EVERY: u32 = 20;
-
-/// True on the first call and then on every `n`th.
-struct EveryNth {
-    n: u32,
-    left: u32,
-}
-
-impl EveryNth {
-    fn new(n: u32) -> EveryNth {
-        EveryNth { n, left: 0 }
-    }
-
-    fn tick(&mut self) -> bool {
-        if self.left == 0 {
-            self.left = self.n - 1;
-            true
-        } else {
-            self.left -= 1;
-            false
-        }
-    }
-}
 
 /// File descriptors the process holds (a leak shows here first).
 fn open_files() -> usize {

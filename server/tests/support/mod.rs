@@ -415,6 +415,38 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Waits (at most 20 s) until `addr` (a node or a cache in front of one)
+/// answers a blocking reload for part `msn.part` of the space's Opus
+/// rendition: the HLS tier has that much audio.
+pub fn wait_for_hls_part(addr: SocketAddr, id: &str, msn: u64, part: u32) {
+    let path = format!("/spaces/{id}/hls/opus/media.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+    assert!(
+        eventually(Duration::from_secs(20), || request(
+            addr,
+            "GET",
+            &path,
+            &[],
+            None
+        )
+        .status
+            == 200),
+        "no HLS part {msn}.{part} at {addr}"
+    );
+}
+
+/// The part a live media playlist's preload hint names.
+pub fn preload_hint(playlist: &str) -> tribune_media::hls::PartId {
+    let name = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no preload hint in {playlist}"));
+    match tribune_media::hls::layout::parse_resource(name) {
+        Some(tribune_media::hls::HlsResource::Part(id)) => id,
+        _ => panic!("the preload hint {name} is not a part"),
+    }
+}
+
 /// Reads a metric's value (summed over label sets matching `labels`).
 pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
