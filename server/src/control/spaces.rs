@@ -25,6 +25,26 @@ pub struct SpaceEntry {
     pub live: Option<OnAir>,
 }
 
+/// What a listener's request needs to know of a space, read without
+/// copying its row.
+pub struct SpaceGlance {
+    pub state: SpaceState,
+    pub scheduled_at: Option<u64>,
+    pub private: bool,
+    pub live: Option<Arc<LiveSpace>>,
+}
+
+impl SpaceEntry {
+    pub fn glance(&self) -> SpaceGlance {
+        SpaceGlance {
+            state: self.row.state,
+            scheduled_at: self.row.scheduled_at,
+            private: self.row.private,
+            live: self.live.as_ref().map(|on_air| on_air.space.clone()),
+        }
+    }
+}
+
 pub struct App {
     pub cfg: Config,
     pub bound: SocketAddr,
@@ -168,6 +188,17 @@ impl App {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// The space as this node knows it now; `None` when only its upstream
+    /// could tell (see [`App::space_or_fetch`]).
+    pub fn glance_known(&self, id: &str) -> Option<Option<SpaceGlance>> {
+        let spaces = self.spaces.read().unwrap_or_else(|e| e.into_inner());
+        let glance = spaces.get(id).map(SpaceEntry::glance);
+        let settled = glance
+            .as_ref()
+            .is_some_and(|g| g.state != SpaceState::Scheduled);
+        (self.upstream.is_none() || settled).then_some(glance)
     }
 
     /// The space, learned from the upstream first when this node is an

@@ -321,7 +321,12 @@ impl Admission {
     /// cheaper checks passed: on `Ok` the node's listener count includes
     /// it (taken under the lock, so concurrent joins never overshoot); the
     /// caller's `ListenerGuard` gives it back.
-    pub fn join(&self, ticket: Option<Ticket>, replay_url: &str) -> Result<(), Refused> {
+    /// `replay_url` is built only for a refusal (it names the recording).
+    pub fn join(
+        &self,
+        ticket: Option<Ticket>,
+        replay_url: impl FnOnce() -> String,
+    ) -> Result<(), Refused> {
         let now = self.mono().ms();
         let mut rooms = self.lock();
         let listeners = self.health().listeners();
@@ -331,7 +336,7 @@ impl Admission {
                 self.health().listeners.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
-            other => Err(self.refusal(other, healthy, replay_url)),
+            other => Err(self.refusal(other, healthy, &replay_url())),
         }
     }
 

@@ -64,30 +64,46 @@ pub fn error_response(status: u16, message: &str) -> Vec<u8> {
 
 pub type HeadResult = Result<Option<(RequestHead, usize, BytesMut)>, (u16, &'static str)>;
 
-/// Reads and parses the request head. `Ok(None)`: the peer left silently.
-pub async fn read_head(sock: &mut TcpStream, limit: usize, timeout: Duration) -> HeadResult {
+/// Parses a request head from the bytes read so far: `Ok(None)` while it
+/// is incomplete.
+pub fn parse_head(
+    buf: &[u8],
+    limit: usize,
+) -> Result<Option<(RequestHead, usize)>, (u16, &'static str)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let head = RequestHead::from_parsed(&req).ok_or((400, "malformed request line"))?;
+            Ok(Some((head, len)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= limit => Err((431, "request head too large")),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err((431, "too many request headers")),
+        Err(_) => Err((400, "malformed HTTP request")),
+    }
+}
+
+/// Reads and parses the request head, after the bytes already in `buf`.
+/// `Ok(None)`: the peer left silently.
+pub async fn read_head(
+    sock: &mut TcpStream,
+    mut buf: BytesMut,
+    limit: usize,
+    timeout: Duration,
+) -> HeadResult {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = BytesMut::with_capacity(1024);
     loop {
+        if !buf.is_empty() {
+            if let Some((head, len)) = parse_head(&buf, limit)? {
+                return Ok(Some((head, len, buf)));
+            }
+        }
         let read = tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await;
         match read {
             Err(_) => return Err((408, "request head not received in time")),
             Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
             Ok(Ok(_)) => {}
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let head = RequestHead::from_parsed(&req).ok_or((400, "malformed request line"))?;
-                return Ok(Some((head, len, buf)));
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= limit => {
-                return Err((431, "request head too large"));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err((431, "too many request headers")),
-            Err(_) => return Err((400, "malformed HTTP request")),
         }
     }
 }

@@ -19,13 +19,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use head::{error_response, read_head, RequestHead};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Which accept path a connection came in on.
@@ -39,7 +40,7 @@ pub enum Lane {
 
 /// A refusal sent straight from the accept loop: one non-blocking write,
 /// no task, no buffers.
-fn refuse_at_accept(sock: &TcpStream, reason: &'static str) {
+fn refuse_at_accept(sock: &std::net::TcpStream, reason: &'static str) {
     metrics::counter!("tribune_connections_refused_total", "reason" => reason).increment(1);
     let (status, message) = match reason {
         "ip_connections" => (429, "too many open connections from your address"),
@@ -51,36 +52,117 @@ fn refuse_at_accept(sock: &TcpStream, reason: &'static str) {
     };
     let retry = [("Retry-After", "5".to_string())];
     let body = head::json_response(status, &retry, &serde_json::json!({ "error": message }));
-    let _ = sock.try_write(&body);
+    let _ = (&*sock).write(&body);
 }
 
+/// Connections taken per wake-up of the accept loop before it lets other
+/// tasks of its worker run.
+const ACCEPT_BATCH: usize = 64;
+
 pub async fn serve(admission: Arc<Admission>, listener: TcpListener, router: Router, lane: Lane) {
+    // accepted sockets stay outside the runtime until they need it (see
+    // `accepted`): mio's accept gives them non-blocking, unregistered
+    let listener = match watch(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the listening socket");
+            return;
+        }
+    };
     loop {
-        match listener.accept().await {
-            Ok((sock, peer)) => {
-                let guard = match lane {
-                    Lane::Public => admission.open_public(peer.ip()),
-                    Lane::Reserved => admission.open_reserved(),
-                };
-                let guard = match guard {
-                    Ok(g) => g,
-                    Err(reason) => {
-                        refuse_at_accept(&sock, reason);
-                        continue;
+        let (mut backoff, mut more) = (false, true);
+        match listener.readable().await {
+            Ok(mut ready) => {
+                for _ in 0..ACCEPT_BATCH {
+                    match ready.try_io(|l| l.get_ref().accept()) {
+                        Err(_would_block) => {
+                            more = false;
+                            break;
+                        }
+                        Ok(Ok((sock, peer))) => {
+                            accepted(&admission, &router, sock.into(), peer, lane)
+                        }
+                        Ok(Err(e)) => {
+                            // out of file descriptors: back off instead of spinning
+                            metrics::counter!("tribune_accept_errors_total").increment(1);
+                            tracing::warn!(error = %e, "accept failed");
+                            backoff = true;
+                            break;
+                        }
                     }
-                };
-                let admission = admission.clone();
-                let router = router.clone();
-                tokio::spawn(connection(admission, router, sock, peer, lane, guard));
+                }
             }
             Err(e) => {
-                // Out of file descriptors: back off instead of spinning.
-                metrics::counter!("tribune_accept_errors_total").increment(1);
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tracing::warn!(error = %e, "listening socket failed");
+                backoff = true;
+            }
+        }
+        if backoff {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else if more {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// The listening socket, watched by the runtime for readiness only.
+fn watch(listener: TcpListener) -> io::Result<AsyncFd<mio::net::TcpListener>> {
+    let listener = mio::net::TcpListener::from_std(listener.into_std()?);
+    // SAFETY: the AsyncFd owns the listener for its whole life and only
+    // ever lends it out (`get_ref`), so the descriptor it watches stays
+    // open and the same.
+    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(|e| e.into())
+}
+
+/// A new connection, non-blocking and not yet known to the runtime. Its
+/// request is usually in already (clients send it right after
+/// connecting): a listener is then admitted or answered here, with no task
+/// and no registration. Everything else, and a request still on its way,
+/// continues in a task of its own (`connection`).
+fn accepted(
+    admission: &Arc<Admission>,
+    router: &Router,
+    sock: std::net::TcpStream,
+    peer: SocketAddr,
+    lane: Lane,
+) {
+    let guard = match lane {
+        Lane::Public => admission.open_public(peer.ip()),
+        Lane::Reserved => admission.open_reserved(),
+    };
+    let guard = match guard {
+        Ok(g) => g,
+        Err(reason) => return refuse_at_accept(&sock, reason),
+    };
+    let mut first = [0u8; 1024];
+    let n = match (&sock).read(&mut first) {
+        Ok(0) => return,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return,
+    };
+    let cfg = &admission.app.cfg;
+    if n > 0 && lane == Lane::Public {
+        if let Ok(Some((head, _))) = head::parse_head(&first[..n], cfg.max_header_bytes) {
+            if let Route::Listen(id) = route(&head) {
+                let req = listen::ListenRequest::of(&head);
+                return listen::serve_now(admission, sock, req, id, peer, guard);
             }
         }
     }
+    let Ok(sock) = TcpStream::from_std(sock) else {
+        return;
+    };
+    let read = BytesMut::from(&first[..n]);
+    tokio::spawn(connection(
+        admission.clone(),
+        router.clone(),
+        sock,
+        read,
+        peer,
+        lane,
+        guard,
+    ));
 }
 
 enum Route<'a> {
@@ -103,19 +185,22 @@ fn route(head: &RequestHead) -> Route<'_> {
     }
 }
 
-/// Serves one connection; `guard` holds its place in the connection budgets
+/// Serves one connection (`read`: its first bytes, taken at accept);
+/// `guard` holds its place in the connection budgets
 /// until it closes (a listener hands it to its streaming task).
 async fn connection(
     admission: Arc<Admission>,
     router: Router,
     mut sock: TcpStream,
+    read: BytesMut,
     peer: SocketAddr,
     lane: Lane,
     guard: ConnGuard,
 ) {
     let cfg = &admission.app.cfg;
     let timeout = Duration::from_millis(cfg.header_timeout_ms);
-    let (head, head_len, buf) = match read_head(&mut sock, cfg.max_header_bytes, timeout).await {
+    let limit = cfg.max_header_bytes;
+    let (head, head_len, buf) = match read_head(&mut sock, read, limit, timeout).await {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
         Err((status, message)) => {

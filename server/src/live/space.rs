@@ -241,6 +241,21 @@ impl LiveSpace {
         &self.audience.title
     }
 
+    /// The title as an HTTP header value: a control character would end
+    /// the header (or start another).
+    pub fn header_title(&self) -> std::borrow::Cow<'_, str> {
+        let title = self.title();
+        if title.chars().any(char::is_control) {
+            title
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>()
+                .into()
+        } else {
+            title.into()
+        }
+    }
+
     pub fn listeners(&self) -> usize {
         self.audience.listeners.load(Ordering::Relaxed)
     }
