@@ -10,9 +10,8 @@ use support::*;
 
 fn open_listener(s: &Server, id: &str, query: &str) -> TcpStream {
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus{query} HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock.write_all(
+        format!("GET /spaces/{id}/live.opus{query} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     )
     .unwrap();
     sock
@@ -187,7 +186,8 @@ fn browsers_get_a_waiting_room_page_and_pages_get_a_pass() {
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let (p, q) = path.split_once('?').unwrap();
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(sock, "GET {p}?{q} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    sock.write_all(format!("GET {p}?{q} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut head = [0u8; 12];
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.read_exact(&mut head).unwrap();
@@ -308,10 +308,7 @@ fn private_spaces_check_the_token_before_anything_is_allocated() {
     sock.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {good}\r\n\r\n"
-    )
+    sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {good}\r\n\r\n").as_bytes())
     .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.read_exact(&mut head).unwrap();
@@ -328,7 +325,8 @@ fn a_stream_asked_for_on_a_kept_alive_connection_keeps_its_query() {
     let s = Server::start(&[]);
     let mut sock = TcpStream::connect(s.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(sock, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    sock.write_all(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     // the first answer, whole (head and its Content-Length of body)
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -354,9 +352,9 @@ fn a_stream_asked_for_on_a_kept_alive_connection_keeps_its_query() {
         "{:?}",
         String::from_utf8_lossy(&buf)
     );
-    write!(
-        sock,
-        "GET /spaces/abc/live.opus?ticket=T.1&from=5 HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock.write_all(
+        format!("GET /spaces/abc/live.opus?ticket=T.1&from=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap();
     let _ = sock.read_to_end(&mut buf);

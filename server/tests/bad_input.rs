@@ -50,11 +50,9 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
     let auth = format!("Bearer {host}");
     // a listener stays connected through every bad source
     let mut listener = TcpStream::connect(s.addr).unwrap();
-    write!(
-        listener,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    listener
+        .write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
 
     // the stream starts with good audio: 100 packets
     let good = synthetic_ogg_opus(100, 60);
@@ -133,7 +131,7 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
 
     // a body that stalls is cut at the stall deadline
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(sock, "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100000\r\n\r\n").unwrap();
+    sock.write_all(format!("PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100000\r\n\r\n").as_bytes()).unwrap();
     sock.write_all(&good[..500]).unwrap();
     let started = Instant::now();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -150,11 +148,12 @@ fn bad_sources_are_refused_or_cut_and_nothing_else_is_disturbed() {
 
     // a second source while one is connected: 409, the first is untouched
     let mut first = TcpStream::connect(s.addr).unwrap();
-    write!(
-        first,
-        "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
-    )
-    .unwrap();
+    first
+        .write_all(
+            format!("PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
     first.write_all(&good[..200]).unwrap();
     assert!(eventually(Duration::from_secs(5), || {
         s.info(&id)["source_connected"] == true

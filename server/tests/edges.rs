@@ -17,7 +17,8 @@ fn listen(addr: SocketAddr, id: &str, query: &str, secs: f64) -> (Option<u64>, V
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    write!(sock, "GET /spaces/{id}/live.opus{query} HTTP/1.0\r\n\r\n").unwrap();
+    sock.write_all(format!("GET /spaces/{id}/live.opus{query} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];

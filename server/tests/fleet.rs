@@ -16,11 +16,8 @@ struct Held(TcpStream);
 
 fn hold(addr: std::net::SocketAddr, id: &str) -> (u16, Held, Option<String>) {
     let mut sock = TcpStream::connect(addr).unwrap();
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -19,7 +19,8 @@ fn listen_for(addr: std::net::SocketAddr, id: &str, secs: u64) -> std::thread::J
         let mut sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        write!(sock, "GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").unwrap();
+        sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
         let start = Instant::now();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -61,9 +62,11 @@ fn restart_keeps_the_space_audible(stop: fn(&mut Server)) {
     let pages = ogg_pages(&stream);
     let headers_len = pages[0].len + pages[1].len;
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(
-        sock,
-        "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {host}\r\n\r\n"
+    sock.write_all(
+        format!(
+            "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {host}\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .unwrap();
     sock.write_all(&stream[..headers_len]).unwrap();
@@ -194,10 +197,7 @@ fn a_source_faster_than_real_time_is_held_to_real_time() {
     for _ in 0..5 {
         let mut sock = TcpStream::connect(s.addr).unwrap();
         let body = synthetic_ogg_opus(100, 60);
-        write!(
-            sock,
-            "PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {host}\r\n\r\n"
-        )
+        sock.write_all(format!("PUT /spaces/{id}/source HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {host}\r\n\r\n").as_bytes())
         .unwrap();
         let _ = sock.write_all(&body);
         std::thread::sleep(Duration::from_millis(400));
@@ -285,11 +285,12 @@ fn a_private_space_is_private_everywhere() {
     }
     assert_eq!(get(&s, &reads[0], Some(&host)).status, 200);
     let mut events = TcpStream::connect(s.addr).unwrap();
-    write!(
-        events,
-        "GET /api/spaces/{id}/events?token={listener} HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    events
+        .write_all(
+            format!("GET /api/spaces/{id}/events?token={listener} HTTP/1.1\r\nHost: x\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
     events
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -307,7 +308,8 @@ fn a_private_space_is_private_everywhere() {
     assert!(live.contains("ticket=") && live.contains(&format!("token={listener}")));
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(sock, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
@@ -406,7 +408,8 @@ fn join_with_pass(s: &Server, id: &str) -> Result<TcpStream, Response> {
     let live = r.json()["live"].as_str().unwrap().to_string();
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(sock, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut head = [0u8; 12];
     match sock.read_exact(&mut head) {
@@ -439,9 +442,8 @@ fn a_crowd_behind_one_address_is_admitted_with_passes() {
     let mut plain = Vec::new();
     let refused = loop {
         let mut sock = TcpStream::connect(s.addr).unwrap();
-        write!(
-            sock,
-            "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.write_all(
+            format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
         )
         .unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -476,9 +478,13 @@ fn a_crowd_behind_one_address_is_admitted_with_passes() {
     let live = r.json()["live"].as_str().unwrap().to_string();
     let path = live.split_once(&s.addr.to_string()).unwrap().1.to_string();
     let mut first = TcpStream::connect(s.addr).unwrap();
-    write!(first, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    first
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut second = TcpStream::connect(s.addr).unwrap();
-    write!(second, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    second
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut head = [0u8; 12];
     first
         .set_read_timeout(Some(Duration::from_secs(5)))

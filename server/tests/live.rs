@@ -108,7 +108,8 @@ fn capture_live(addr: std::net::SocketAddr, id: &str) -> std::thread::JoinHandle
         let mut sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        write!(sock, "GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").unwrap();
+        sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
         let mut buf = Vec::new();
         let _ = sock.read_to_end(&mut buf);
         let res = parse_response(&buf).expect("response");
@@ -200,11 +201,8 @@ fn listeners_joining_late_get_a_burst_of_about_one_second() {
     let source = ffmpeg_source(s.addr, &id, &host, 6.0, 440);
     s.wait_for_packets(&id, 150);
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(150)))
         .unwrap();
     let mut buf = vec![0u8; 65536];
@@ -256,11 +254,11 @@ fn listeners_get_clear_answers_for_every_state() {
     assert_eq!(r.header("content-type"), Some("audio/ogg"));
     // one listener fills this node; the next is told to come back
     let mut first = TcpStream::connect(s.addr).unwrap();
-    write!(
-        first,
-        "GET /spaces/{live_id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    first
+        .write_all(
+            format!("GET /spaces/{live_id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
     assert!(eventually(Duration::from_secs(5), || {
         s.info(&live_id)["listeners"] == 1
     }));
@@ -326,11 +324,9 @@ fn a_reader_that_cannot_keep_up_is_cut_and_counted() {
     let (id, host) = s.live_space("Slow reader");
     // a listener that never reads
     let mut stuck = TcpStream::connect(s.addr).unwrap();
-    write!(
-        stuck,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    stuck
+        .write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     // and one that does, to show the others are unaffected
     let healthy = capture_live(s.addr, &id);
     assert!(eventually(Duration::from_secs(5), || {
@@ -371,7 +367,7 @@ fn legacy_source_method_and_chunked_uploads_are_accepted() {
 
     // Icecast's legacy SOURCE: answered at once, body until the connection closes
     let mut sock = TcpStream::connect(s.addr).unwrap();
-    write!(sock, "SOURCE /spaces/{id}/source HTTP/1.0\r\nAuthorization: Basic {basic}\r\nContent-Type: audio/ogg\r\nice-name: test\r\n\r\n").unwrap();
+    sock.write_all(format!("SOURCE /spaces/{id}/source HTTP/1.0\r\nAuthorization: Basic {basic}\r\nContent-Type: audio/ogg\r\nice-name: test\r\n\r\n").as_bytes()).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut answer = [0u8; 64];
     let n = sock.read(&mut answer).unwrap();
@@ -423,11 +419,8 @@ fn a_listener_waiting_for_audio_gets_a_clean_end_when_the_space_ends() {
     let mut sock = TcpStream::connect(s.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     assert!(eventually(Duration::from_secs(5), || s.info(&id)
         ["listeners"]
         == 1));

@@ -49,7 +49,8 @@ fn listen_once(addr: std::net::SocketAddr, id: &str, secs: u64) -> Result<usize,
     let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| e.to_string())?;
-    write!(sock, "GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    sock.write_all(format!("GET /spaces/{id}/live.opus HTTP/1.0\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];

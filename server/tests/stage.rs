@@ -430,11 +430,8 @@ fn stage_events_stream_changes() {
     let s = Server::start(&[]);
     let (id, host) = s.live_space("Events");
     let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
-    write!(
-        sock,
-        "GET /api/spaces/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
+    sock.write_all(format!("GET /api/spaces/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut lines = BufReader::new(sock).lines();

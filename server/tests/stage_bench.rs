@@ -57,9 +57,8 @@ fn latencies(clicks: &[Instant], heard: &[Instant]) -> Vec<f64> {
 fn listen_for_onsets(addr: std::net::SocketAddr, id: &str, seconds: u64) -> Vec<Instant> {
     let mut sock = TcpStream::connect(addr).unwrap();
     use std::io::Write;
-    write!(
-        sock,
-        "GET /spaces/{id}/live.opus HTTP/1.0\r\nHost: bench\r\n\r\n"
+    sock.write_all(
+        format!("GET /spaces/{id}/live.opus HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes(),
     )
     .unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))

@@ -126,6 +126,15 @@ fn accepted(
     peer: SocketAddr,
     lane: Lane,
 ) {
+    // read before any refusal too: closing a socket with its request
+    // still unread would answer the client with a reset, not the refusal
+    let mut first = [0u8; 1024];
+    let n = match (&sock).read(&mut first) {
+        Ok(0) => return,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return,
+    };
     let guard = match lane {
         Lane::Public => admission.open_public(peer.ip()),
         Lane::Reserved => admission.open_reserved(),
@@ -133,13 +142,6 @@ fn accepted(
     let guard = match guard {
         Ok(g) => g,
         Err(reason) => return refuse_at_accept(&sock, reason),
-    };
-    let mut first = [0u8; 1024];
-    let n = match (&sock).read(&mut first) {
-        Ok(0) => return,
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(_) => return,
     };
     let cfg = &admission.app.cfg;
     if n > 0 && lane == Lane::Public {
