@@ -325,7 +325,7 @@ fn a_stream_asked_for_on_a_kept_alive_connection_keeps_its_query() {
     let s = Server::start(&[]);
     let mut sock = TcpStream::connect(s.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    sock.write_all(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     // the first answer, whole (head and its Content-Length of body)
     let mut buf = Vec::new();
@@ -352,11 +352,8 @@ fn a_stream_asked_for_on_a_kept_alive_connection_keeps_its_query() {
         "{:?}",
         String::from_utf8_lossy(&buf)
     );
-    sock.write_all(
-        format!("GET /spaces/abc/live.opus?ticket=T.1&from=5 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
+    sock.write_all(b"GET /spaces/abc/live.opus?ticket=T.1&from=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let _ = sock.read_to_end(&mut buf);
     let second = String::from_utf8_lossy(&buf[first_len..]).to_ascii_lowercase();
     assert!(second.starts_with("http/1.1 307"), "{second}");
