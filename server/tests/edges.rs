@@ -263,8 +263,11 @@ fn an_edge_of_several_upstreams_goes_on_from_the_next_when_its_upstream_dies() {
     let (id, host) = origin.live_space("Two ways up");
     let node = origin.token("node", None, "1h");
     let mut mid = Server::start(&["--upstream", &origin.url(""), "--node-token", &node]);
-    // the leaf's first choice does not answer at all: it starts on the next
-    let dead = free_addr();
+    // the leaf's first choice takes the connection and never answers (a
+    // hung node): it costs that upstream's own deadline, then the leaf
+    // starts on the next. Held open here so no other socket takes its port.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = hung.local_addr().unwrap();
     let upstreams = format!("http://{dead},{},{}", mid.url(""), origin.url(""));
     let leaf = Server::start(&["--upstream", &upstreams, "--node-token", &node]);
     let mut source = ffmpeg_source(origin.addr, &id, &host, 30.0, 440);

@@ -32,7 +32,9 @@ struct Link {
     target: Target,
 }
 
-/// How long an API call to the upstream may take.
+/// How long one upstream may take to answer an API call (head, then body):
+/// each upstream in the list gets its own, so one that accepts and never
+/// answers costs this once and the next still has its full time.
 const API_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest pause between attempts to reach the upstream again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -96,7 +98,6 @@ impl Upstream {
         &self,
         path: &str,
         extra: &[(&str, &str)],
-        by: Instant,
     ) -> Result<(usize, tribune_client::stream::Answer), String> {
         let mut headers = vec![("Authorization", self.auth.as_str())];
         headers.extend_from_slice(extra);
@@ -104,6 +105,7 @@ impl Upstream {
         for _ in 0..self.links.len() {
             let index = self.current.load(Ordering::Relaxed) % self.links.len();
             let link = self.link(index);
+            let by = Instant::now() + API_DEADLINE;
             match get_with(&link.target, path, &headers, None, None, by).await {
                 Ok(answer) if answer.status() < 500 => return Ok((index, answer)),
                 Ok(answer) => last = format!("upstream {} answered {}", link.url, answer.status()),
@@ -116,8 +118,8 @@ impl Upstream {
 
     /// `GET path` as this node: the status and the JSON body.
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), String> {
+        let (index, answer) = self.get(path, &[]).await?;
         let by = Instant::now() + API_DEADLINE;
-        let (index, answer) = self.get(path, &[], by).await?;
         let status = answer.status();
         let body = answer
             .body(1 << 20, by)
@@ -134,8 +136,8 @@ impl Upstream {
         path: &str,
         limit: usize,
     ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+        let (index, answer) = self.get(path, &[]).await?;
         let by = Instant::now() + API_DEADLINE;
-        let (index, answer) = self.get(path, &[], by).await?;
         let (status, head) = (answer.status(), answer.head.headers.clone());
         let body = answer
             .body(limit, by)
@@ -262,8 +264,7 @@ async fn pull_once(
     if let Some(from) = &aac_from {
         headers.push((AAC_REQUEST_HEADER, from.as_str()));
     }
-    let by = Instant::now() + API_DEADLINE;
-    let (index, answer) = upstream.get(&path, &headers, by).await?;
+    let (index, answer) = upstream.get(&path, &headers).await?;
     match answer.status() {
         200 => {}
         404 | 410 => return Ok(RelayEnd::Gone),
