@@ -177,7 +177,10 @@ function reconcile(list, items, key, create, update) {
   }
   for (const el of old.values()) el.remove();
 }
-function fromHTML(html) { const t = document.createElement("template"); t.innerHTML = html.trim(); return t.content.firstElementChild; }
+// Adopted into the page's document: a template's content belongs to an inert
+// document with no frame, where an <audio> given a src before it is attached
+// is refused for good ("Media load rejected by URL safety check").
+function fromHTML(html) { const t = document.createElement("template"); t.innerHTML = html.trim(); return document.adoptNode(t.content.firstElementChild); }
 
 /* -------------------------------------------------- connection status UI */
 

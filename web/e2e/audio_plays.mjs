@@ -22,6 +22,13 @@ try {
   const page = await browser.newPage();
   const consoleErrors = [];
   page.on("console", m => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  // the space's snapshot answers late, so the page's first admission
+  // answer (and the player's start) comes before it draws the player: the
+  // order a slow API answer gives, which once left the <audio> silent
+  await page.route(/\/api\/spaces\/[^/?]+(\/stage)?$/, async (route) => {
+    await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  });
   await page.goto(url, { waitUntil: "load" });
   // the program's element (#program: the live fallback, or the replay);
   // the page may also hold the HLS tier's own <audio>, idle
