@@ -54,6 +54,11 @@ impl History {
         }
     }
 
+    /// True while no group has come yet.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
     /// Index of the next group to come.
     pub fn next_group(&self) -> u64 {
         self.next

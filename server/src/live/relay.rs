@@ -23,6 +23,10 @@ pub struct RelayOut {
     next_group: Option<u64>,
     /// The seq the downstream expects next.
     next_seq: u64,
+    /// Set when a downstream resumes on a node that held nothing yet (an
+    /// edge just restarted): the groups this node gets first may be older
+    /// than what the downstream has, so they are skipped up to this seq.
+    resume_at: Option<u64>,
     epoch_sent: Option<u64>,
     groups: watch::Receiver<u64>,
     epoch: watch::Receiver<Option<u64>>,
@@ -66,7 +70,7 @@ impl RelayOut {
     /// say where it starts: a `Gap` when `from` is no longer held.
     pub fn new(live: Arc<LiveSpace>, from: Option<u64>, aac: AacRequest) -> (RelayOut, BytesMut) {
         let mut first = BytesMut::new();
-        let (next_group, next_seq) = {
+        let (next_group, next_seq, resume_at) = {
             let history = live.history();
             match from.map(|seq| (seq, history.find(seq))) {
                 // everything held; a node that holds nothing yet starts
@@ -74,10 +78,11 @@ impl RelayOut {
                 None => history
                     .since(0)
                     .next()
-                    .map_or((None, history.next_seq()), |g| {
-                        (Some(g.index), g.first_seq().unwrap_or(0))
+                    .map_or((None, history.next_seq(), None), |g| {
+                        (Some(g.index), g.first_seq().unwrap_or(0), None)
                     }),
-                Some((seq, GroupAt::Held(g) | GroupAt::Ahead(g))) => (Some(g), seq),
+                Some((seq, GroupAt::Ahead(_))) if history.is_empty() => (None, seq, Some(seq)),
+                Some((seq, GroupAt::Held(g) | GroupAt::Ahead(g))) => (Some(g), seq, None),
                 Some((seq, GroupAt::Gone { oldest, oldest_seq })) => {
                     encode(
                         &Frame::Gap {
@@ -86,7 +91,7 @@ impl RelayOut {
                         },
                         &mut first,
                     );
-                    (Some(oldest), oldest_seq)
+                    (Some(oldest), oldest_seq, None)
                 }
             }
         };
@@ -107,6 +112,7 @@ impl RelayOut {
             live,
             next_group,
             next_seq,
+            resume_at,
             epoch_sent: None,
             done: false,
             track_done: false,
@@ -159,10 +165,24 @@ impl RelayOut {
         {
             let history = self.live.history();
             let mut groups = history.since(self.next_group.unwrap_or(0)).peekable();
-            // a downstream too slow for the history: what it missed is a gap
+            let missed_from = match self.resume_at {
+                // what the downstream has already is skipped; a gap only if
+                // the first group left starts past the seq it needs
+                Some(seq) if self.next_group.is_none() => {
+                    while groups
+                        .next_if(|g| g.packets.last().is_some_and(|p| p.seq < seq))
+                        .is_some()
+                    {}
+                    groups.peek().is_some_and(|g| g.first_seq() > Some(seq))
+                }
+                // a downstream too slow for the history: what it missed is a gap
+                _ => groups
+                    .peek()
+                    .is_some_and(|g| self.next_group.is_some_and(|next| g.index > next)),
+            };
             if let Some(first_seq) = groups
                 .peek()
-                .filter(|g| self.next_group.is_some_and(|next| g.index > next))
+                .filter(|_| missed_from)
                 .and_then(|g| g.first_seq())
             {
                 encode(
