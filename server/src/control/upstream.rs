@@ -224,7 +224,8 @@ pub async fn pull(upstream: Upstream, live: Arc<LiveSpace>) -> RelayEnd {
         ));
     }
     loop {
-        let from = (attempts > 0).then(|| live.history().next_seq());
+        let had = live.history().next_seq();
+        let from = (attempts > 0).then_some(had);
         attempts += 1;
         match pull_once(&upstream, &live, from, &gaps).await {
             Ok(end) => return end,
@@ -232,6 +233,11 @@ pub async fn pull(upstream: Upstream, live: Arc<LiveSpace>) -> RelayEnd {
                 tracing::info!(space = %live.id, upstream = %upstream.url(), error = %e, "relay link dropped; resuming");
                 reconnects.increment(1);
             }
+        }
+        // a link that carried packets was up: a drop after it is a new
+        // failure, retried at once, not the next step of an old backoff
+        if live.history().next_seq() > had {
+            backoff = Duration::from_millis(50);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
