@@ -54,6 +54,7 @@ impl Held {
 
 #[test]
 fn the_fleet_shares_state_and_survives_its_engines_going_away() {
+    let _heavy = one_heavy_test_at_a_time();
     let pg = Postgres::start();
     let mut redis = Redis::start();
     let origin = Server::start(&[
@@ -187,6 +188,7 @@ fn the_fleet_shares_state_and_survives_its_engines_going_away() {
 /// no packet missed, the tone still the source's.
 #[test]
 fn listener_page_goes_on_from_another_node_when_its_edge_dies() {
+    let _heavy = one_heavy_test_at_a_time();
     let e2e = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/e2e");
     assert!(
         e2e.join("node_modules/playwright-core").exists()

@@ -485,23 +485,20 @@ fn a_crowd_behind_one_address_is_admitted_with_passes() {
     second
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
-    let mut head = [0u8; 12];
-    first
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    first.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
-    let mut rest = Vec::new();
-    second
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = second.read_to_end(&mut rest);
-    let r = parse_response(&rest).expect("an answer for the replayed pass");
+    // either may be decided first (one may be accepted before its request
+    // arrives): one is admitted, the other refused
+    let mut answers = Vec::new();
+    for sock in [&mut first, &mut second] {
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 12];
+        sock.read_exact(&mut head).unwrap();
+        answers.push(String::from_utf8_lossy(&head[9..12]).into_owned());
+    }
+    answers.sort();
     assert_eq!(
-        r.status,
-        503,
-        "a used pass is not a second admission: {}",
-        r.text()
+        answers,
+        ["200", "503"],
+        "a used pass is not a second admission"
     );
 }
 

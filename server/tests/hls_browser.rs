@@ -244,6 +244,7 @@ fn check_back(back: &Value) {
 
 #[test]
 fn hls_tier_plays_through_hls_js_and_moves_back_when_asked() {
+    let _heavy = one_heavy_test_at_a_time();
     // a private space: the page hands its token to the playlists, which hand it on
     let events = run("forced", true, &[]);
     check_hls(event(&events, "hls"));
@@ -264,6 +265,7 @@ fn hls_tier_plays_through_hls_js_and_moves_back_when_asked() {
 
 #[test]
 fn a_listener_the_door_turns_away_plays_hls_and_moves_back_when_there_is_room() {
+    let _heavy = one_heavy_test_at_a_time();
     let events = run("overflow", false, &["--max-listeners", "1"]);
     let hls = event(&events, "hls");
     check_hls(hls);

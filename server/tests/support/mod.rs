@@ -16,6 +16,17 @@ use tribune_media::ogg_page::{scan_page, write_page, PageHeader, ScannedPage};
 use tribune_media::opus::OpusHead;
 use tribune_media::package::opus_header_pages;
 
+/// Held by tests that each load the machine heavily (a browser, several
+/// nodes, encoders): two of them side by side on two cores measure the
+/// machine, not Tribune, so a test binary runs them one at a time.
+pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // a test that failed while holding it leaves it poisoned: the next runs
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
